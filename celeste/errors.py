@@ -1,0 +1,32 @@
+"""The package's exception hierarchy.
+
+Which to raise:
+
+* :class:`DataError` - an input file or its content is unusable (missing,
+  truncated, corrupt, wrong shape, NaN where numbers are needed).  The message
+  names the file (and the band or HDU when it helps).
+* :class:`ConfigError` - the user's request is inconsistent (bad region, bad
+  option values, an existing output without ``--overwrite``, a run directory
+  made with other inputs).  The message names the argument.
+* :class:`NumericalError` - the model or optimizer met a state it cannot
+  continue from (non-finite ELBO at the starting point, singular PSF fit).
+
+All derive from :class:`CelesteError`, which the command-line tools catch to
+print a one-line message and exit with status 2.
+"""
+
+
+class CelesteError(Exception):
+    """Base class of every error raised on purpose by celeste."""
+
+
+class DataError(CelesteError):
+    """An input file or its content cannot be used; the message names the file."""
+
+
+class ConfigError(CelesteError):
+    """The request (arguments, job file, run directory) is inconsistent."""
+
+
+class NumericalError(CelesteError):
+    """The model or optimizer cannot proceed from the current numbers."""
