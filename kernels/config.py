@@ -2,7 +2,7 @@
 import numba
 
 #: options for serial kernels that release the GIL so threads can run them together
-JIT = dict(nopython=True, nogil=True, cache=True, fastmath=False)
+JIT = dict(nogil=True, cache=True, fastmath=False)
 
 njit = numba.njit
 

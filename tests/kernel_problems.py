@@ -1,0 +1,90 @@
+"""Small synthetic problems for the kernel tests: images, PSFs, pixels around one source."""
+import numpy as np
+
+from kernels import params as P
+from kernels.elbo import N_IMG_COLS, N_PIX_COLS, PIX_BGE, PIX_BGV, PIX_COUNTS, PIX_IMG, PIX_IOTA, PIX_X, PIX_Y
+
+try:
+    from kernels.profiles import DEV_AMP, DEV_VAR, EXP_AMP, EXP_VAR
+except ImportError:  # pragma: no cover - stand-in while profiles are fitted
+    EXP_AMP = np.array([0.3, 0.5, 0.2]); EXP_VAR = np.array([0.1, 0.5, 1.5])
+    DEV_AMP = np.array([0.4, 0.3, 0.2, 0.1]); DEV_VAR = np.array([0.01, 0.1, 0.6, 3.0])
+
+
+def proto_array():
+    J = max(len(EXP_AMP), len(DEV_AMP))
+    pr = np.zeros((2, J, 2))
+    pr[0, :len(EXP_AMP), 0] = EXP_AMP
+    pr[0, :len(EXP_AMP), 1] = EXP_VAR
+    pr[1, :len(DEV_AMP), 0] = DEV_AMP
+    pr[1, :len(DEV_AMP), 1] = DEV_VAR
+    pr[:, :, 1][pr[:, :, 0] == 0] = 1.0
+    return pr
+
+
+def random_theta(rng, star=None):
+    th = np.zeros(P.N_PARAMS)
+    th[P.U_EAST:P.U_NORTH + 1] = rng.normal(0, 0.3, 2)
+    th[P.A_STAR] = rng.normal(0, 1) if star is None else (4.0 if star else -4.0)
+    for t in range(2):
+        th[P.R_MEAN[t]] = np.log(rng.uniform(3, 30))
+        th[P.R_LOGVAR[t]] = np.log(rng.uniform(0.001, 0.05))
+        th[P.C_MEAN[t]:P.C_MEAN[t] + 4] = rng.normal(0.3, 0.3, 4)
+        th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4] = np.log(rng.uniform(0.001, 0.05, 4))
+    th[P.E_DEV] = rng.normal(0, 1)
+    th[P.E_AXIS] = rng.normal(0.5, 0.5)
+    th[P.E_ANGLE] = rng.uniform(0, np.pi)
+    th[P.E_SCALE] = np.log(rng.uniform(0.8, 2.5))
+    return th
+
+
+def make_problem(rng, bands=(0, 2, 4), half=8, K=2, neighbours=True):
+    """Images of size (2 half + 1)^2 around a source anchored near the centre.
+
+    Returns (pix, img, psf, proto) as expected by kernels.elbo.source_loglik.
+    """
+    n_img = len(bands)
+    img = np.zeros((n_img, N_IMG_COLS))
+    psf = np.zeros((n_img, K, 6))
+    rows = []
+    for n, b in enumerate(bands):
+        ang = rng.uniform(0, 2 * np.pi)
+        scale = 1 / 0.396
+        flip = -1.0
+        c, s = np.cos(ang), np.sin(ang)
+        Jm = scale * np.array([[c * flip, -s], [s * flip, c]])
+        img[n] = [b, half + rng.uniform(-0.5, 0.5), half + rng.uniform(-0.5, 0.5), *Jm.ravel()]
+        w = rng.dirichlet(np.ones(K) * 3)
+        for k in range(K):
+            sx, sy = rng.uniform(0.9, 2.0, 2)
+            rho = rng.uniform(-0.2, 0.2)
+            psf[n, k] = [w[k], rng.normal(0, 0.1), rng.normal(0, 0.1), sx * sx, rho * sx * sy, sy * sy]
+        iota = rng.uniform(150, 250)
+        sky = rng.uniform(0.05, 0.2)
+        for y in range(2 * half + 1):
+            for x in range(2 * half + 1):
+                bgE = sky + (rng.uniform(0, 0.3) if neighbours else 0.0)
+                bgV = rng.uniform(0, 0.01) if neighbours else 0.0
+                counts = float(rng.poisson(iota * (bgE + 0.5 * np.exp(-((x - half) ** 2 + (y - half) ** 2) / 6))))
+                rows.append([n, x, y, counts, iota, bgE, bgV])
+    pix = np.ascontiguousarray(np.array(rows, dtype=np.float64))
+    return pix, img, psf, proto_array()
+
+
+def random_prior(rng, K=3):
+    c_weight = np.stack([rng.dirichlet(np.ones(K)) for _ in range(2)])
+    c_mean = rng.normal(0.3, 0.4, (2, K, 4))
+    c_prec = np.zeros((2, K, 4, 4))
+    c_logdet = np.zeros((2, K))
+    for t in range(2):
+        for k in range(K):
+            A = rng.normal(0, 0.2, (4, 4))
+            S = A @ A.T + 0.05 * np.eye(4)
+            c_prec[t, k] = np.linalg.inv(S)
+            c_logdet[t, k] = np.linalg.slogdet(S)[1]
+    return dict(
+        prob_star=0.3,
+        r_prior=np.array([[1.5, 1.2], [1.0, 0.9]]),
+        c_weight=c_weight, c_mean=c_mean, c_prec=c_prec, c_logdet=c_logdet,
+        shape_prior=np.array([[0.0, 4.0], [0.5, 1.0], [0.3, 0.5]]),
+    )
