@@ -542,6 +542,10 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
             _chain_to_theta(theta, m1, m2, dln1, dln2, gw_band[band], hw, band, grad, hess)
         else:
             _chain_grad(theta, m1, m2, dln1, gw_band[band], band, grad, dln2)
+    if mode == 2:
+        for q in range(P.N_PARAMS):
+            for r in range(q):
+                hess[q, r] = hess[r, q]
     return total
 
 

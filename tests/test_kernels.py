@@ -1,0 +1,218 @@
+"""Kernel derivatives against finite differences, KL against Monte Carlo, and recovery."""
+import numpy as np
+import pytest
+
+from kernels import params as P
+from kernels.bvn import bvn_log_derivs, bvn_logpdf_reference
+from kernels.elbo import PIX_BGE, PIX_COUNTS, PIX_IOTA, source_light, source_loglik
+from kernels.kl import source_kl
+from kernels.newton import INFO_CONVERGED, N_INFO, fit_source, optimize_source, source_elbo, tr_step
+from kernel_problems import make_problem, random_prior, random_theta
+
+
+def _fd_grad(f, x, eps):
+    return np.array([(f(x + eps * e) - f(x - eps * e)) / (2 * eps) for e in np.eye(len(x))])
+
+
+def _rel_err(a, b):
+    """Largest entrywise error relative to the largest entry of b (scale-free)."""
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
+
+
+def test_bvn_derivatives():
+    rng = np.random.default_rng(0)
+    g = np.zeros(5)
+    h = np.zeros((5, 5))
+    for _ in range(20):
+        dx, dy = rng.normal(0, 2, 2)
+        A = rng.normal(0, 1, (2, 2))
+        S = A @ A.T + 0.5 * np.eye(2)
+        f = bvn_log_derivs(dx, dy, S[0, 0], S[0, 1], S[1, 1], g, h)
+        assert f == pytest.approx(bvn_logpdf_reference(dx, dy, S[0, 0], S[0, 1], S[1, 1]), rel=1e-12)
+        # variables: (m_x, m_y, a, b, c) with d = p - m
+
+        def fx(v):
+            return bvn_logpdf_reference(dx - v[0], dy - v[1], S[0, 0] + v[2], S[0, 1] + v[3], S[1, 1] + v[4])
+
+        def gx(v):
+            gg = np.zeros(5)
+            bvn_log_derivs(dx - v[0], dy - v[1], S[0, 0] + v[2], S[0, 1] + v[3], S[1, 1] + v[4], gg, np.zeros((5, 5)))
+            return gg
+
+        z = np.zeros(5)
+        assert _rel_err(g, _fd_grad(fx, z, 1e-6)) < 1e-7
+        assert _rel_err(h, _fd_grad(gx, z, 1e-6)) < 1e-7
+        assert np.allclose(h, h.T)
+
+
+@pytest.mark.parametrize("kind", ["star", "galaxy", "mixed"])
+@pytest.mark.parametrize("neighbours", [False, True])
+def test_loglik_gradient_hessian_fd(kind, neighbours):
+    rng = np.random.default_rng({"star": 1, "galaxy": 2, "mixed": 3}[kind] + 10 * neighbours)
+    pix, img, psf, proto = make_problem(rng, bands=(0, 2, 3), neighbours=neighbours)
+    star = {"star": True, "galaxy": False, "mixed": None}[kind]
+    th = random_theta(rng, star=star)
+    if star is not None:
+        th[P.A_STAR] = 1.5 if star else -1.5  # both branches still matter for the derivatives
+
+    def f(x):
+        return source_loglik(x, pix, img, psf, proto, 0, np.zeros(27), np.zeros((27, 27)))
+
+    def gr(x):
+        g = np.zeros(27)
+        source_loglik(x, pix, img, psf, proto, 1, g, np.zeros((27, 27)))
+        return g
+
+    g = np.zeros(27)
+    H = np.zeros((27, 27))
+    v = source_loglik(th, pix, img, psf, proto, 2, g, H)
+    assert v == pytest.approx(f(th), rel=1e-13)
+    assert np.allclose(gr(th), g, rtol=1e-12, atol=0)
+    assert _rel_err(g, _fd_grad(f, th, 1e-5)) < 1e-5
+    assert _rel_err(H, _fd_grad(gr, th, 1e-6)) < 1e-5
+    assert np.array_equal(H, H.T)
+
+
+def test_kl_gradient_hessian_fd():
+    rng = np.random.default_rng(5)
+    pr = random_prior(rng)
+    args = (pr["prob_star"], pr["r_prior"], pr["c_weight"], pr["c_mean"], pr["c_prec"], pr["c_logdet"],
+            pr["shape_prior"])
+    for _ in range(3):
+        th = random_theta(rng)
+
+        def f(x):
+            return source_kl(x, *args, 0, np.zeros(27), np.zeros((27, 27)))
+
+        def gr(x):
+            g = np.zeros(27)
+            source_kl(x, *args, 1, g, np.zeros((27, 27)))
+            return g
+
+        g = np.zeros(27)
+        H = np.zeros((27, 27))
+        source_kl(th, *args, 2, g, H)
+        assert _rel_err(g, _fd_grad(f, th, 1e-6)) < 1e-6
+        assert _rel_err(H, _fd_grad(gr, th, 1e-6)) < 1e-6
+
+
+def test_kl_against_monte_carlo():
+    """Closed-form KL of each factor against a Monte Carlo estimate E_q[ln q - ln p]."""
+    rng = np.random.default_rng(7)
+    pr = random_prior(rng, K=2)
+    # a prior with one colour component and a type probability of 1/2 isolates terms
+    th = random_theta(rng)
+    th[P.A_STAR] = 0.7
+    chi = 1 / (1 + np.exp(-th[P.A_STAR]))
+    n = 400_000
+    total_mc = chi * np.log(chi / pr["prob_star"]) + (1 - chi) * np.log((1 - chi) / (1 - pr["prob_star"]))
+    for t, wt in ((0, chi), (1, 1 - chi)):
+        mu, s2 = th[P.R_MEAN[t]], np.exp(th[P.R_LOGVAR[t]])
+        m0, v0 = pr["r_prior"][t]
+        x = rng.normal(mu, np.sqrt(s2), n)
+        kl_r = np.mean(-0.5 * (x - mu) ** 2 / s2 - 0.5 * np.log(s2) + 0.5 * (x - m0) ** 2 / v0 + 0.5 * np.log(v0))
+        m = th[P.C_MEAN[t]:P.C_MEAN[t] + 4]
+        v = np.exp(th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4])
+        c = rng.normal(m, np.sqrt(v), (n, 4))
+        logq = np.sum(-0.5 * (c - m) ** 2 / v - 0.5 * np.log(2 * np.pi * v), axis=1)
+        kls = []
+        for k in range(2):
+            d = c - pr["c_mean"][t, k]
+            logp = -0.5 * np.einsum("ni,ij,nj->n", d, pr["c_prec"][t, k], d) - 0.5 * pr["c_logdet"][t, k] - 2 * np.log(2 * np.pi)
+            kls.append(np.mean(logq - logp))
+        kls = np.array(kls)
+        kl_c = -np.log(np.sum(pr["c_weight"][t] * np.exp(-kls)))
+        total_mc += wt * (kl_r + kl_c)
+    sp = pr["shape_prior"]
+    e = th[[P.E_DEV, P.E_AXIS, P.E_SCALE]]
+    total_mc += (1 - chi) * np.sum(0.5 * (e - sp[:, 0]) ** 2 / sp[:, 1] + 0.5 * np.log(2 * np.pi * sp[:, 1]))
+    kl = source_kl(th, pr["prob_star"], pr["r_prior"], pr["c_weight"], pr["c_mean"], pr["c_prec"], pr["c_logdet"],
+                   sp, 0, np.zeros(27), np.zeros((27, 27)))
+    assert kl == pytest.approx(total_mc, abs=0.02)
+
+
+def test_trust_region_step_solves_subproblem():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        A = rng.normal(size=(6, 6))
+        H = A + A.T
+        g = rng.normal(size=6)
+        p = np.zeros(6)
+        radius = 0.7
+        pred = tr_step(g, H, radius, p)
+        assert np.linalg.norm(p) <= radius * (1 + 1e-8)
+        # no random point in the ball does better
+        m = lambda s: g @ s + 0.5 * s @ H @ s  # noqa: E731
+        for _ in range(200):
+            s = rng.normal(size=6)
+            s *= radius * rng.uniform() ** (1 / 6) / np.linalg.norm(s)
+            assert m(p) <= m(s) + 1e-9
+        assert pred == pytest.approx(-m(p))
+
+
+def _render(rng, truth, pix, img, psf, proto):
+    eg = np.zeros(len(pix))
+    vg = np.zeros(len(pix))
+    source_light(truth, pix, img, psf, proto, eg, vg)
+    out = pix.copy()
+    out[:, PIX_COUNTS] = rng.poisson(out[:, PIX_IOTA] * (out[:, PIX_BGE] + eg))
+    return out
+
+
+def test_truth_beats_perturbations():
+    rng = np.random.default_rng(21)
+    pix, img, psf, proto = make_problem(rng, bands=(1, 2, 3), half=10, neighbours=False)
+    pr = random_prior(rng)
+    args = (pr["prob_star"], pr["r_prior"], pr["c_weight"], pr["c_mean"], pr["c_prec"], pr["c_logdet"], pr["shape_prior"])
+    truth = random_theta(rng, star=False)
+    truth[P.R_MEAN[1]] = np.log(40.0)
+    pix = _render(rng, truth, pix, img, psf, proto)
+    z = (np.zeros(27), np.zeros((27, 27)))
+    f0 = source_elbo(truth, pix, img, psf, proto, *args, 0, *z)
+    for idx, delta in ((P.U_EAST, 0.4), (P.U_NORTH, -0.4), (P.R_MEAN[1], 0.3), (P.E_SCALE, 0.4),
+                       (P.E_ANGLE, 0.6), (P.E_AXIS, 1.0), (P.C_MEAN[1] + 1, 0.5)):
+        th = truth.copy()
+        th[idx] += delta
+        assert source_elbo(th, pix, img, psf, proto, *args, 0, *z) < f0, P.PARAM_NAMES[idx]
+
+
+def _recover(kind, seeds=50):
+    """Fraction of noise seeds where r flux and position fall within 2 posterior sd."""
+    hits_flux = hits_pos = 0
+    rng0 = np.random.default_rng(100)
+    pix0, img, psf, proto = make_problem(rng0, bands=(0, 1, 2, 3, 4), half=10, neighbours=False)
+    pr = random_prior(rng0)
+    pr["prob_star"] = 0.5
+    args = (pr["prob_star"], pr["r_prior"], pr["c_weight"], pr["c_mean"], pr["c_prec"], pr["c_logdet"], pr["shape_prior"])
+    truth = random_theta(rng0, star=(kind == "star"))
+    t = 0 if kind == "star" else 1
+    truth[P.A_STAR] = 8.0 if kind == "star" else -8.0
+    truth[P.R_MEAN[t]] = np.log(15.0)
+    info = np.zeros(N_INFO)
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        pix = _render(rng, truth, pix0, img, psf, proto)
+        th = truth.copy()
+        th[P.U_EAST] += 0.2
+        th[P.R_MEAN] += 0.2
+        th[P.A_STAR] = 0.0
+        fit_source(th, pix, img, psf, proto, *args, 100, 1e-8, 1e-6, info)
+        assert info[INFO_CONVERGED] == 1
+        tt = 0 if th[P.A_STAR] > 0 else 1
+        assert tt == t
+        sd = np.sqrt(np.exp(th[P.R_LOGVAR[t]]))
+        hits_flux += abs(th[P.R_MEAN[t]] - truth[P.R_MEAN[t]]) < 2 * sd
+        g = np.zeros(27)
+        H = np.zeros((27, 27))
+        source_elbo(th, pix, img, psf, proto, *args, 2, g, H)
+        cov = np.linalg.inv(-H[:2, :2])  # Laplace approximation for the point-estimated position
+        err = th[:2] - truth[:2]
+        hits_pos += err @ np.linalg.solve(cov, err) < 2.0 ** 2 * 1.0 and np.all(np.abs(err) < 2 * np.sqrt(np.diag(cov)))
+    return hits_flux / seeds, hits_pos / seeds
+
+
+@pytest.mark.parametrize("kind", ["star", "galaxy"])
+def test_recovery_over_noise_seeds(kind):
+    flux_frac, pos_frac = _recover(kind)
+    assert flux_frac >= 0.9
+    assert pos_frac >= 0.9
