@@ -7,6 +7,7 @@ from kernels.bvn import bvn_log_derivs, bvn_logpdf_reference
 from kernels.elbo import PIX_BGE, PIX_COUNTS, PIX_IOTA, source_light, source_loglik
 from kernels.kl import source_kl
 from kernels.newton import INFO_CONVERGED, N_INFO, fit_source, optimize_source, source_elbo, tr_step
+from kernels.uncertainty import log_flux_sd, lrvb_covariance
 from kernel_problems import make_problem, random_prior, random_theta
 
 
@@ -200,14 +201,14 @@ def _recover(kind, seeds=50):
         assert info[INFO_CONVERGED] == 1
         tt = 0 if th[P.A_STAR] > 0 else 1
         assert tt == t
-        sd = np.sqrt(np.exp(th[P.R_LOGVAR[t]]))
-        hits_flux += abs(th[P.R_MEAN[t]] - truth[P.R_MEAN[t]]) < 2 * sd
         g = np.zeros(27)
         H = np.zeros((27, 27))
         source_elbo(th, pix, img, psf, proto, *args, 2, g, H)
-        cov = np.linalg.inv(-H[:2, :2])  # Laplace approximation for the point-estimated position
+        idx, cov = lrvb_covariance(H, t)
+        sd = log_flux_sd(th, H, t)[P.REF_BAND]
+        hits_flux += abs(th[P.R_MEAN[t]] - truth[P.R_MEAN[t]]) < 2 * sd
         err = th[:2] - truth[:2]
-        hits_pos += err @ np.linalg.solve(cov, err) < 2.0 ** 2 * 1.0 and np.all(np.abs(err) < 2 * np.sqrt(np.diag(cov)))
+        hits_pos += bool(np.all(np.abs(err) < 2 * np.sqrt(np.diag(cov)[:2])))
     return hits_flux / seeds, hits_pos / seeds
 
 
