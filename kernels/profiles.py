@@ -135,3 +135,22 @@ def galaxy_mixture(frac_dev, re_arcsec, axis_ratio, angle_rad):
     shape = 0.5 * (shape + shape.T)
     cov = var[:, None, None] * shape[None, :, :]
     return weight, cov
+
+
+def prototype_array():
+    """Both prototypes in the layout the numba kernels take (``kernels.elbo``: ``proto``).
+
+    Returns
+    -------
+    ndarray (2, 8, 2) float64, C-contiguous, a fresh copy
+        ``[0]`` exponential, ``[1]`` de Vaucouleurs; ``[..., 0]`` component flux,
+        ``[..., 1]`` variance in (half-light radius)^2.  The exponential's rows 6 and 7
+        are zero-amplitude padding (variance 1, so a kernel never divides by zero).
+    """
+    out = np.zeros((2, max(N_EXP, N_DEV), 2))
+    out[:, :, 1] = 1.0
+    out[0, :N_EXP, 0] = EXP_AMP
+    out[0, :N_EXP, 1] = EXP_VAR
+    out[1, :N_DEV, 0] = DEV_AMP
+    out[1, :N_DEV, 1] = DEV_VAR
+    return out

@@ -1,0 +1,534 @@
+"""Inference for one box: model set-up, block-coordinate Newton passes, CYCLADES threads.
+
+Given the images that cover a box (cutouts of its extended region) and an initial
+catalog, :class:`BoxModel` builds, for every source,
+
+* its *anchor* (the initial sky position) and, in every image, the anchor's pixel
+  position and the local Jacobian d(x, y)/d(east, north) (pixels per arcsec), from
+  the image's WCS;
+* its *active pixels*: the unmasked pixels within the radius :func:`active_radius_px`
+  of the anchor, where its expected light is not negligible against the sky noise;
+
+and keeps per image the total expected light E[G] and its variance Var[G] of all
+sources (nanomaggies per pixel).  A source's update reads its background
+(sky + everyone else's light) off these totals, runs the numba Newton optimizer
+(:func:`kernels.newton.fit_source`) without the GIL, and writes its new light back.
+
+Sources *conflict* when their active pixels overlap in some image.  Each pass visits the
+sources in a seeded random order, cut into batches of ``batch_size``; within a batch,
+the connected components of the conflict graph are independent (they touch disjoint
+pixels), so ``threads`` workers update whole components concurrently (CYCLADES, Pan et
+al., NIPS 2016).  Components of one batch never read what another writes, and the
+batches and their order depend only on the seed, so the result is bit-for-bit the same
+for any number of threads.
+
+Passes repeat until no source's ELBO moves by more than ``pass_tol`` nats or
+``max_passes`` is reached.
+"""
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels import params as P
+from kernels.elbo import N_IMG_COLS, N_PIX_COLS, PIX_BGE, PIX_BGV, source_light
+from kernels.newton import INFO_CONVERGED, INFO_ELBO, INFO_GNORM, INFO_ITERS, N_INFO, fit_source, optimize_source, source_elbo
+from kernels.profiles import DEV_AMP, DEV_VAR, EXP_AMP, EXP_VAR
+from kernels.uncertainty import log_flux_sd, lrvb_covariance
+
+from .errors import NumericalError
+
+log = logging.getLogger("celeste.infer")
+
+ARCSEC_PER_DEG = 3600.0
+
+
+def prototype_array():
+    """Galaxy prototypes as the kernels take them: (2, J, 2) [exp/dev, component, (amp, var)]."""
+    J = max(len(EXP_AMP), len(DEV_AMP))
+    pr = np.zeros((2, J, 2))
+    pr[:, :, 1] = 1.0
+    pr[0, :len(EXP_AMP), 0] = EXP_AMP
+    pr[0, :len(EXP_AMP), 1] = EXP_VAR
+    pr[1, :len(DEV_AMP), 0] = DEV_AMP
+    pr[1, :len(DEV_AMP), 1] = DEV_VAR
+    return np.ascontiguousarray(pr)
+
+
+@dataclass
+class InferOptions:
+    """Options of the per-box optimization (defaults measured; see the README).
+
+    Attributes
+    ----------
+    threads : int
+        Worker threads updating conflict-free components concurrently.
+    batch_size : int
+        Sources per CYCLADES batch.
+    max_passes : int
+        Block-coordinate passes over the sources at most.
+    pass_tol : float
+        Stop when no source's ELBO changed by more than this (nats) in a pass.
+    max_iter : int
+        Newton iterations per source update at most.
+    f_tol, g_tol : float
+        Newton stopping rules (:func:`kernels.newton.optimize_source`).
+    active_eps : float
+        Active pixels: where the source's peak-normalized light exceeds this fraction
+        of the sky noise (see :func:`active_radius_px`).
+    min_radius_px, max_radius_px : float
+        Bounds of the active radius.
+    seed : int
+        Seed of the batch order.
+    """
+
+    threads: int = 1
+    batch_size: int = 64
+    max_passes: int = 3
+    pass_tol: float = 1.0
+    max_iter: int = 50
+    f_tol: float = 1e-3
+    g_tol: float = 1e-4
+    active_eps: float = 0.1
+    min_radius_px: float = 4.0
+    max_radius_px: float = 40.0
+    seed: int = 0
+
+
+def local_jacobian(wcs, ra0, dec0, step_arcsec=1.0):
+    """Pixel position of (ra0, dec0) and d(x, y)/d(east, north) by central differences.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+    ra0, dec0 : ndarray (n,)
+        Degrees.
+    step_arcsec : float
+
+    Returns
+    -------
+    xy : ndarray (n, 2)
+        0-based pixel coordinates (x = column, y = row).
+    jac : ndarray (n, 2, 2)
+        jac[:, :, 0] = d(x, y)/d east, jac[:, :, 1] = d(x, y)/d north, pixels per arcsec.
+    """
+    ra0 = np.atleast_1d(np.asarray(ra0, dtype=float))
+    dec0 = np.atleast_1d(np.asarray(dec0, dtype=float))
+    h = step_arcsec / ARCSEC_PER_DEG
+    cosd = np.cos(np.radians(dec0))
+    ras = np.concatenate([ra0, ra0 + h / cosd, ra0 - h / cosd, ra0, ra0])
+    decs = np.concatenate([dec0, dec0, dec0, dec0 + h, dec0 - h])
+    x, y = wcs.all_world2pix(ras, decs, 0)
+    n = len(ra0)
+    xy = np.stack([x[:n], y[:n]], axis=1)
+    jac = np.empty((n, 2, 2))
+    jac[:, 0, 0] = (x[n:2 * n] - x[2 * n:3 * n]) / (2 * step_arcsec)
+    jac[:, 1, 0] = (y[n:2 * n] - y[2 * n:3 * n]) / (2 * step_arcsec)
+    jac[:, 0, 1] = (x[3 * n:4 * n] - x[4 * n:]) / (2 * step_arcsec)
+    jac[:, 1, 1] = (y[3 * n:4 * n] - y[4 * n:]) / (2 * step_arcsec)
+    return xy, jac
+
+
+def active_radius_px(flux_nmgy, sky_sd_nmgy, psf_sigma_px, gal_sigma_px, eps, r_min, r_max):
+    """Radius (pixels) within which a source's light matters.
+
+    For a circular Gaussian of total flux f and width s (s^2 = psf sigma^2 + galaxy
+    sigma^2), the light per pixel is f / (2 pi s^2) exp(-r^2 / 2 s^2); the radius is where
+    it falls to ``eps`` times the per-pixel sky noise, plus the galaxy's own extent
+    (3 galaxy sigmas, for the heavy de Vaucouleurs wings), clipped to [r_min, r_max].
+
+    Parameters
+    ----------
+    flux_nmgy, sky_sd_nmgy, psf_sigma_px, gal_sigma_px : ndarray or float
+    eps, r_min, r_max : float
+
+    Returns
+    -------
+    ndarray of float
+    """
+    s2 = psf_sigma_px ** 2 + gal_sigma_px ** 2
+    peak = np.maximum(flux_nmgy, 0.0) / (2 * np.pi * s2)
+    ratio = np.maximum(peak / (eps * sky_sd_nmgy), 1.0)
+    r = np.sqrt(2 * s2 * np.log(ratio)) + 3.0 * gal_sigma_px
+    return np.clip(r, r_min, r_max)
+
+
+def init_theta(row, bands_present=None):
+    """Initial unconstrained parameters (27,) from an initial-catalog row.
+
+    Uses ``flux_<b>`` (nmgy; non-positive or missing values are filled from the r flux
+    with zero colours), ``is_star_guess``, and the shape ``a``, ``b`` (arcsec),
+    ``theta`` (deg east of north) when present.  Variances start at 0.01 (ln flux).
+    """
+    th = np.zeros(P.N_PARAMS)
+    fl = np.full(5, np.nan)
+    for b, name in enumerate("ugriz"):
+        key = f"flux_{name}"
+        if key in row.colnames:
+            fl[b] = float(row[key])
+    r = fl[2] if np.isfinite(fl[2]) and fl[2] > 0 else np.nanmax(np.where(fl > 0, fl, np.nan)) if np.any(fl > 0) else 1.0
+    r = max(r, 0.05)
+    fl = np.where(np.isfinite(fl) & (fl > 0.02 * r), fl, np.nan)
+    lnf = np.log(fl)
+    lnf[2] = np.log(r)
+    cols = np.zeros(4)
+    for j in range(4):
+        if np.isfinite(lnf[j]) and np.isfinite(lnf[j + 1]):
+            cols[j] = np.clip(lnf[j + 1] - lnf[j], -3.0, 3.0)
+    for t in range(2):
+        th[P.R_MEAN[t]] = np.log(r)
+        th[P.R_LOGVAR[t]] = np.log(0.01)
+        th[P.C_MEAN[t]:P.C_MEAN[t] + 4] = cols
+        th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4] = np.log(0.01)
+    p = float(row["is_star_guess"]) if "is_star_guess" in row.colnames else 0.5
+    p = min(max(p, 0.02), 0.98)
+    th[P.A_STAR] = np.log(p / (1 - p))
+    a = float(row["a"]) if "a" in row.colnames else 1.0
+    b = float(row["b"]) if "b" in row.colnames else 1.0
+    pa = float(row["theta"]) if "theta" in row.colnames else 0.0
+    a = a if np.isfinite(a) and a > 0 else 1.0
+    b = b if np.isfinite(b) and b > 0 else a
+    q = min(max(b / a, 0.1), 0.95)
+    th[P.E_DEV] = 0.0
+    th[P.E_AXIS] = np.log(q / (1 - q))
+    th[P.E_ANGLE] = np.radians(pa if np.isfinite(pa) else 0.0)
+    # SEP's a is an RMS width; a half-light radius of an exponential disc is ~1.7 of it
+    th[P.E_SCALE] = np.log(min(max(1.2 * a, 0.3), 10.0))
+    return th
+
+
+class BoxModel:
+    """The sources and images of one box, and their optimization.
+
+    Parameters
+    ----------
+    images : list of celeste.images.Image
+        Cutouts covering the box's extended region (any bands, any fields).
+    psf_mixtures : list of ndarray (K, 6)
+        The PSF mixture of each image (:meth:`celeste.psf.PsfMixture.as_array`).
+    catalog : astropy.table.Table
+        Initial catalog: ``ra``, ``dec`` (deg), ``objid`` (int64) and the columns
+        :func:`init_theta` reads.  Every row is optimized; which rows are reported is
+        decided by the caller.
+    priors : celeste.priors.Priors
+    options : InferOptions
+    """
+
+    def __init__(self, images, psf_mixtures, catalog, priors, options=None):
+        self.options = options or InferOptions()
+        self.images = images
+        self.catalog = catalog
+        self.n_src = len(catalog)
+        K = max(m.shape[0] for m in psf_mixtures)
+        self.psf = np.zeros((len(images), K, 6))
+        for n, m in enumerate(psf_mixtures):
+            self.psf[n, :m.shape[0]] = m
+            self.psf[n, m.shape[0]:, 3] = 1.0  # zero-weight padding with a valid covariance
+            self.psf[n, m.shape[0]:, 5] = 1.0
+        self.proto = prototype_array()
+        pa = priors.as_arrays()
+        self.prior_args = (
+            float(pa["prob_star"]),
+            np.ascontiguousarray(np.stack([pa["r_mean"], pa["r_var"]], axis=1)),
+            pa["colour_weight"], pa["colour_mean"], pa["colour_prec"], pa["colour_logdet"],
+            np.ascontiguousarray(np.stack([pa["shape_mean"], pa["shape_var"]], axis=1)),
+        )
+        self.theta = np.array([init_theta(catalog[i]) for i in range(self.n_src)]).reshape(self.n_src, P.N_PARAMS)
+        self.anchor = np.stack([np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float)], axis=1)
+        self.info = np.zeros((self.n_src, N_INFO))
+        self.elbo = np.full(self.n_src, -np.inf)
+        self.passes_done = 0
+        # per-image arrays
+        self.sky = [np.asarray(im.sky, float) for im in images]
+        self.iota = [np.broadcast_to(np.asarray(im.iota, float)[None, :], im.shape) for im in images]
+        self.counts = [np.asarray(im.counts, float) for im in images]
+        self.good = [~np.asarray(im.mask, bool) & np.isfinite(im.counts) for im in images]
+        self.E_tot = [np.zeros(im.shape) for im in images]
+        self.V_tot = [np.zeros(im.shape) for im in images]
+        self._build_sources()
+
+    # ---------------------------------------------------------------- set-up
+    def _psf_sigma(self, n):
+        m = self.psf[n]
+        w = m[:, 0]
+        # second moment of the mixture about its centre, averaged over x and y
+        mx = np.sum(w * m[:, 1])
+        my = np.sum(w * m[:, 2])
+        vx = np.sum(w * (m[:, 3] + (m[:, 1] - mx) ** 2))
+        vy = np.sum(w * (m[:, 5] + (m[:, 2] - my) ** 2))
+        return math.sqrt(0.5 * (vx + vy))
+
+    def _build_sources(self):
+        opt = self.options
+        n_img = len(self.images)
+        ns = self.n_src
+        self.src_img = [[] for _ in range(ns)]   # image indices with active pixels
+        self.src_flat = [[] for _ in range(ns)]  # flat pixel indices in those images
+        self.src_imgrow = [[] for _ in range(ns)]  # img-table rows (N_IMG_COLS,)
+        self.src_radius = np.zeros((ns, n_img))
+        for n, im in enumerate(self.images):
+            H, W = im.shape
+            xy, jac = local_jacobian(im.wcs, self.anchor[:, 0], self.anchor[:, 1])
+            band = im.band
+            psf_sig = self._psf_sigma(n)
+            px_arcsec = 1.0 / math.sqrt(abs(np.linalg.det(jac.mean(axis=0))))
+            sky_sd = np.sqrt(np.median(self.sky[n]) / np.median(self.iota[n]))
+            for s in range(ns):
+                th = self.theta[s]
+                t_flux = math.exp(th[P.R_MEAN[0]] + P.COLOUR_TO_BAND[band] @ th[P.C_MEAN[0]:P.C_MEAN[0] + 4])
+                chi = 1 / (1 + math.exp(-th[P.A_STAR]))
+                gal_sig = 0.0 if chi > 0.8 else math.exp(th[P.E_SCALE]) / px_arcsec
+                r = active_radius_px(t_flux, sky_sd, psf_sig, gal_sig, opt.active_eps, opt.min_radius_px,
+                                     opt.max_radius_px)
+                x0, y0 = xy[s]
+                if not (np.isfinite(x0) and np.isfinite(y0)):
+                    continue
+                xa, xb = int(max(math.floor(x0 - r), 0)), int(min(math.ceil(x0 + r) + 1, W))
+                ya, yb = int(max(math.floor(y0 - r), 0)), int(min(math.ceil(y0 + r) + 1, H))
+                if xa >= xb or ya >= yb:
+                    continue
+                yy, xx = np.mgrid[ya:yb, xa:xb]
+                sel = ((xx - x0) ** 2 + (yy - y0) ** 2 <= r * r) & self.good[n][ya:yb, xa:xb]
+                if not sel.any():
+                    continue
+                flat = (yy[sel] * W + xx[sel]).astype(np.int64)
+                self.src_img[s].append(n)
+                self.src_flat[s].append(flat)
+                self.src_imgrow[s].append([band, x0, y0, jac[s, 0, 0], jac[s, 0, 1], jac[s, 1, 0], jac[s, 1, 1]])
+                self.src_radius[s, n] = r
+        # static pixel tables and the neighbour (conflict) graph
+        self.src_pix = []
+        self.src_imgtab = []
+        self.src_psf = []
+        owners = [dict() for _ in range(n_img)]
+        for s in range(ns):
+            rows = []
+            for k, (n, flat) in enumerate(zip(self.src_img[s], self.src_flat[s])):
+                W = self.images[n].shape[1]
+                tab = np.empty((len(flat), N_PIX_COLS))
+                tab[:, 0] = k
+                tab[:, 1] = flat % W
+                tab[:, 2] = flat // W
+                tab[:, 3] = self.counts[n].ravel()[flat]
+                tab[:, 4] = self.iota[n].ravel()[flat]
+                rows.append(tab)
+            self.src_pix.append(np.ascontiguousarray(np.concatenate(rows)) if rows else np.zeros((0, N_PIX_COLS)))
+            self.src_imgtab.append(np.ascontiguousarray(np.array(self.src_imgrow[s], float).reshape(-1, N_IMG_COLS)))
+            self.src_psf.append(np.ascontiguousarray(self.psf[self.src_img[s]]))
+        # conflict graph: sources sharing any active pixel
+        self.neighbours = [set() for _ in range(ns)]
+        for n in range(n_img):
+            H, W = self.images[n].shape
+            cover = np.zeros(H * W, dtype=np.int32)
+            for s in range(ns):
+                for nn, flat in zip(self.src_img[s], self.src_flat[s]):
+                    if nn == n:
+                        cover[flat] += 1
+            shared = cover > 1
+            if not shared.any():
+                continue
+            who = {}
+            for s in range(ns):
+                for nn, flat in zip(self.src_img[s], self.src_flat[s]):
+                    if nn == n:
+                        f = flat[shared[flat]]
+                        for p in f.tolist():
+                            who.setdefault(p, []).append(s)
+            for lst in who.values():
+                for a in lst:
+                    self.neighbours[a].update(lst)
+        for s in range(ns):
+            self.neighbours[s].discard(s)
+        self.src_eg = [None] * ns
+        self.src_vg = [None] * ns
+        self.no_pixels = np.array([len(p) == 0 for p in self.src_pix])
+        # initial light of everyone
+        for s in range(ns):
+            self._set_light(s, self.theta[s])
+
+    # ---------------------------------------------------------------- light bookkeeping
+    def _light(self, s, theta):
+        pix = self.src_pix[s]
+        eg = np.zeros(len(pix))
+        vg = np.zeros(len(pix))
+        if len(pix):
+            source_light(theta, pix, self.src_imgtab[s], self.src_psf[s], self.proto, eg, vg)
+        return eg, vg
+
+    def _set_light(self, s, theta):
+        eg, vg = self._light(s, theta)
+        off = 0
+        for n, flat in zip(self.src_img[s], self.src_flat[s]):
+            m = len(flat)
+            E = self.E_tot[n].ravel()
+            V = self.V_tot[n].ravel()
+            if self.src_eg[s] is not None:
+                E[flat] -= self.src_eg[s][off:off + m]
+                V[flat] -= self.src_vg[s][off:off + m]
+            E[flat] += eg[off:off + m]
+            V[flat] += vg[off:off + m]
+            off += m
+        self.src_eg[s] = eg
+        self.src_vg[s] = vg
+
+    def _pixels_with_background(self, s):
+        pix = self.src_pix[s].copy()
+        off = 0
+        for n, flat in zip(self.src_img[s], self.src_flat[s]):
+            m = len(flat)
+            pix[off:off + m, PIX_BGE] = (self.sky[n].ravel()[flat] + self.E_tot[n].ravel()[flat]
+                                         - self.src_eg[s][off:off + m])
+            pix[off:off + m, PIX_BGV] = np.maximum(self.V_tot[n].ravel()[flat] - self.src_vg[s][off:off + m], 0.0)
+            off += m
+        return pix
+
+    # ---------------------------------------------------------------- optimization
+    def update_source(self, s, first):
+        """Optimize source s with its neighbours fixed; returns its ELBO change."""
+        if self.no_pixels[s]:
+            return 0.0
+        opt = self.options
+        pix = self._pixels_with_background(s)
+        th = self.theta[s].copy()
+        info = np.zeros(N_INFO)
+        args = (pix, self.src_imgtab[s], self.src_psf[s], self.proto) + self.prior_args
+        if first:
+            f = fit_source(th, *args, opt.max_iter, opt.f_tol, opt.g_tol, info)
+        else:
+            f = optimize_source(th, *args, opt.max_iter, opt.f_tol, opt.g_tol, info)
+        if not np.isfinite(f):
+            return 0.0
+        old = self.elbo[s]
+        self.theta[s] = th
+        self.info[s] = info
+        self.elbo[s] = f
+        self._set_light(s, th)
+        return abs(f - old) if np.isfinite(old) else np.inf
+
+    def _components(self, batch):
+        """Connected components of the conflict graph restricted to ``batch`` (ordered lists)."""
+        inb = {s: i for i, s in enumerate(batch)}
+        parent = list(range(len(batch)))
+
+        def find(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i, s in enumerate(batch):
+            for t in self.neighbours[s]:
+                j = inb.get(t)
+                if j is not None:
+                    ri, rj = find(i), find(j)
+                    if ri != rj:
+                        parent[max(ri, rj)] = min(ri, rj)
+        comps = {}
+        for i, s in enumerate(batch):
+            comps.setdefault(find(i), []).append(s)
+        return [comps[k] for k in sorted(comps)]
+
+    def run(self, progress=None):
+        """Block-coordinate passes until converged; returns the number of passes."""
+        opt = self.options
+        rng = np.random.default_rng(opt.seed)
+        pool = ThreadPoolExecutor(max_workers=opt.threads) if opt.threads > 1 else None
+        try:
+            for it in range(opt.max_passes):
+                first = it == 0
+                order = rng.permutation(self.n_src)
+                if first:
+                    # brightest first on the first pass: their light dominates their neighbours'
+                    order = np.argsort(-self.theta[:, P.R_MEAN[0]], kind="stable")
+                deltas = np.zeros(self.n_src)
+                t0 = time.time()
+                for b0 in range(0, self.n_src, opt.batch_size):
+                    batch = [int(s) for s in order[b0:b0 + opt.batch_size]]
+                    comps = self._components(batch)
+
+                    def work(comp, first=first):
+                        return [(s, self.update_source(s, first)) for s in comp]
+
+                    results = pool.map(work, comps) if pool else map(work, comps)
+                    for res in results:
+                        for s, d in res:
+                            deltas[s] = d
+                    if progress is not None:
+                        progress(len(batch))
+                self.passes_done = it + 1
+                dmax = float(np.max(deltas)) if self.n_src else 0.0
+                log.debug("pass %d: %d sources, max |dELBO| %.3g, %.1f s", it + 1, self.n_src, dmax, time.time() - t0)
+                if dmax < opt.pass_tol:
+                    break
+        finally:
+            if pool:
+                pool.shutdown()
+        return self.passes_done
+
+    # ---------------------------------------------------------------- results
+    def source_results(self):
+        """Per-source posterior summaries (dict of arrays, one entry per catalog row).
+
+        Keys: ``ra``, ``dec`` (deg), ``ra_sd``, ``dec_sd`` (arcsec, linear response),
+        ``is_star``, ``flux`` (n, 5) nmgy (posterior mean under the more probable type),
+        ``flux_sd`` (n, 5) nmgy, ``gal_frac_dev``, ``gal_axis_ratio``, ``gal_angle_deg``
+        ([0, 180) east of north), ``gal_radius_arcsec`` (circularized: re sqrt(q)),
+        ``elbo``, ``n_iter``, ``converged``, ``grad_max``, ``theta`` (n, 27).
+        """
+        ns = self.n_src
+        out = {k: np.full(ns, np.nan) for k in ("ra", "dec", "ra_sd", "dec_sd", "is_star", "gal_frac_dev",
+                                                 "gal_axis_ratio", "gal_angle_deg", "gal_radius_arcsec", "elbo",
+                                                 "grad_max")}
+        out["flux"] = np.full((ns, 5), np.nan)
+        out["flux_sd"] = np.full((ns, 5), np.nan)
+        out["n_iter"] = self.info[:, INFO_ITERS].astype(np.int32)
+        out["converged"] = self.info[:, INFO_CONVERGED].astype(bool)
+        out["no_pixels"] = self.no_pixels.copy()
+        g = np.zeros(P.N_PARAMS)
+        H = np.zeros((P.N_PARAMS, P.N_PARAMS))
+        for s in range(ns):
+            th = self.theta[s]
+            ra0, dec0 = self.anchor[s]
+            out["dec"][s] = dec0 + th[P.U_NORTH] / ARCSEC_PER_DEG
+            out["ra"][s] = (ra0 + th[P.U_EAST] / ARCSEC_PER_DEG / math.cos(math.radians(dec0))) % 360.0
+            chi = 1 / (1 + math.exp(-th[P.A_STAR]))
+            out["is_star"][s] = chi
+            t = P.STAR if chi >= 0.5 else P.GAL
+            base = P.R_MEAN[t]
+            mean = th[base] + P.COLOUR_TO_BAND @ th[P.C_MEAN[t]:P.C_MEAN[t] + 4]
+            var = math.exp(th[P.R_LOGVAR[t]]) + (P.COLOUR_TO_BAND ** 2) @ np.exp(th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4])
+            flux = np.exp(mean + 0.5 * var)
+            out["flux"][s] = flux
+            q = 1 / (1 + math.exp(-th[P.E_AXIS]))
+            out["gal_frac_dev"][s] = 1 / (1 + math.exp(-th[P.E_DEV]))
+            out["gal_axis_ratio"][s] = q
+            out["gal_angle_deg"][s] = math.degrees(th[P.E_ANGLE]) % 180.0
+            out["gal_radius_arcsec"][s] = math.exp(th[P.E_SCALE]) * math.sqrt(q)
+            out["elbo"][s] = self.info[s, INFO_ELBO]
+            out["grad_max"][s] = self.info[s, INFO_GNORM]
+            if self.no_pixels[s]:
+                continue
+            pix = self._pixels_with_background(s)
+            source_elbo(th, pix, self.src_imgtab[s], self.src_psf[s], self.proto, *self.prior_args, 2, g, H)
+            idx, cov = lrvb_covariance(H, t)
+            sd_ln = log_flux_sd(th, H, t)
+            # lognormal: sd of f given sd of ln f (the VI variance adds in quadrature)
+            tot = sd_ln ** 2 + var
+            out["flux_sd"][s] = flux * np.sqrt(np.expm1(tot))
+            out["ra_sd"][s] = math.sqrt(cov[0, 0]) if np.isfinite(cov[0, 0]) else np.nan
+            out["dec_sd"][s] = math.sqrt(cov[1, 1]) if np.isfinite(cov[1, 1]) else np.nan
+        out["theta"] = self.theta.copy()
+        return out
+
+    def model_image(self, n):
+        """Expected counts F = iota (sky + sum E[G]) of image n (electrons), shape (H, W)."""
+        return self.iota[n] * (self.sky[n] + self.E_tot[n])
+
+    def residual_image(self, n):
+        """(x - F) / sqrt(F) for image n; NaN on masked pixels."""
+        F = self.model_image(n)
+        r = (self.counts[n] - F) / np.sqrt(F)
+        return np.where(self.good[n], r, np.nan)
