@@ -1,0 +1,398 @@
+"""The main job: region -> fields -> initial catalog -> boxes -> per-box inference -> catalog.
+
+Each stage is a function that can be called and tested on its own:
+
+* :func:`fields_for_region` - the SDSS fields overlapping the region (field index);
+* :func:`detect_field` - the initial catalog of one field (SEP on its five bands), cached
+  in the run directory as ``detect/box-<field task>.fits``;
+* :func:`initial_catalog` - the field catalogs merged (duplicates from overlapping fields
+  removed), or the user's ``--init`` catalog, with stable ``objid``;
+* :func:`process_box` - one box: load the cutouts of its extended region, fit the PSF
+  mixtures at its centre, optimize every source of the extended region, and return the
+  rows of the sources its core owns inside the region;
+* :func:`run_job` - the whole job through :func:`celeste.run.run_tasks` (one rank or
+  many under MPI) and :func:`celeste.run.merge_results`.
+
+Nothing here imports mpi4py: the communicator comes from :func:`celeste.run.get_comm`.
+"""
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from astropy.table import Table, vstack
+
+from . import BANDS, __version__
+from .catalog import FLAG_USER_INIT, make_objid, results_table
+from .errors import ConfigError, DataError
+from .fieldindex import find_fields
+from .infer import BoxModel, InferOptions
+from .partition import in_region, make_boxes, owner_box
+from .priors import load_priors
+from .psf import fit_psf_mixture
+from .run import RunDir, get_comm, merge_results, open_run_dir, rank_size, run_tasks
+from .sdss import field_paths, load_field, read_frame_header
+
+log = logging.getLogger("celeste.pipeline")
+
+#: pixels added around a box's extended region when cutting images
+PAD_PX = 8
+#: detections from two overlapping fields closer than this are one source (arcsec)
+DEDUPE_ARCSEC = 1.0
+
+
+@dataclass
+class JobOptions:
+    """Everything that defines a run (what the run directory's manifest records).
+
+    Attributes
+    ----------
+    region : tuple of 4 floats
+        (ra_min, ra_max, dec_min, dec_max), degrees; ra_min > ra_max crosses RA = 0.
+    data_dir : str
+        Root of the SDSS layout <data_dir>/<run>/<camcol>/<field>/.
+    bands : tuple of int
+        Band indices used (default all five).
+    box_arcsec, overlap_arcsec : float
+        Box core size and margin (see :mod:`celeste.partition`).
+    init : str or None
+        Path of an initial catalog (FITS with ra, dec and optional flux_<b>,
+        is_star_guess, a, b, theta) instead of detection.
+    priors : str or None
+        Priors JSON (default: the package's).
+    infer : InferOptions
+    """
+
+    region: tuple
+    data_dir: str
+    bands: tuple = (0, 1, 2, 3, 4)
+    box_arcsec: float = 240.0
+    overlap_arcsec: float = 20.0
+    init: str = None
+    priors: str = None
+    infer: InferOptions = field(default_factory=InferOptions)
+
+    def manifest_options(self):
+        """Options that change results (threads excluded: results do not depend on them)."""
+        d = asdict(self)
+        d["infer"] = {k: v for k, v in d["infer"].items() if k != "threads"}
+        d["region"] = list(self.region)
+        d["bands"] = list(self.bands)
+        d["data_dir"] = os.path.abspath(self.data_dir)
+        return d
+
+
+# ---------------------------------------------------------------------------- fields
+
+def fields_for_region(opts):
+    """(run, camcol, field) of every field overlapping the region, sorted.
+
+    Raises
+    ------
+    DataError
+        If no field in ``data_dir`` overlaps the region (names both).
+    """
+    fields = find_fields(opts.data_dir, opts.region)
+    if not fields:
+        raise DataError(f"no SDSS field in {opts.data_dir} overlaps the region {tuple(opts.region)} "
+                        "(ra_min ra_max dec_min dec_max, deg)")
+    return fields
+
+
+def input_files(opts, fields):
+    """Every file the job reads (for the manifest)."""
+    files = []
+    for (run, camcol, fld) in fields:
+        p = field_paths(opts.data_dir, run, camcol, fld)
+        files += [p["frame"][b] for b in opts.bands] + [p["psfield"], p["photofield"]]
+        files += [p["fpm"][b] for b in opts.bands if os.path.exists(p["fpm"][b])]
+    if opts.init:
+        files.append(opts.init)
+    return sorted(set(files))
+
+
+# ---------------------------------------------------------------------------- detection
+
+def detect_field(opts, run, camcol, fld):
+    """Initial catalog of one field: SEP detection on its bands (:func:`celeste.detect.detect_sources`).
+
+    Returns
+    -------
+    astropy.table.Table
+        The detection table plus ``run``, ``camcol``, ``field`` columns.
+    """
+    from .detect import detect_sources
+
+    images = load_field(opts.data_dir, run, camcol, fld, bands=opts.bands)
+    cat = detect_sources(images)
+    cat.meta.clear()
+    cat["run"] = np.full(len(cat), run, np.int32)
+    cat["camcol"] = np.full(len(cat), camcol, np.int16)
+    cat["field"] = np.full(len(cat), fld, np.int32)
+    return cat
+
+
+def _dedupe(cat):
+    """Drop rows within DEDUPE_ARCSEC of an earlier row (rows ordered by field)."""
+    if len(cat) < 2:
+        return cat
+    from scipy.spatial import cKDTree
+
+    dec0 = np.radians(np.median(cat["dec"]))
+    xyz = np.stack([np.asarray(cat["ra"]) * math.cos(dec0), np.asarray(cat["dec"])], axis=1) * 3600.0
+    pairs = cKDTree(xyz).query_pairs(DEDUPE_ARCSEC, output_type="ndarray")
+    same_field = (cat["run"][pairs[:, 0]] == cat["run"][pairs[:, 1]]) & (
+        cat["camcol"][pairs[:, 0]] == cat["camcol"][pairs[:, 1]]) & (cat["field"][pairs[:, 0]] == cat["field"][pairs[:, 1]])
+    pairs = pairs[~np.asarray(same_field)]
+    drop = np.zeros(len(cat), bool)
+    drop[np.maximum(pairs[:, 0], pairs[:, 1])] = True
+    return cat[~drop]
+
+
+def read_init_catalog(path):
+    """The user's initial catalog (--init): FITS table with at least ra, dec (deg).
+
+    Raises
+    ------
+    DataError
+        Unreadable file, missing ra/dec columns, no rows, or non-finite positions (names the file).
+    """
+    try:
+        cat = Table.read(path)
+    except FileNotFoundError:
+        raise DataError(f"--init catalog {path} does not exist") from None
+    except Exception as exc:  # astropy raises many types for bad files
+        raise DataError(f"cannot read --init catalog {path}: {exc}") from None
+    names = {c.lower(): c for c in cat.colnames}
+    for need in ("ra", "dec"):
+        if need not in names:
+            raise DataError(f"--init catalog {path} has no '{need}' column (columns: {', '.join(cat.colnames)})")
+    for low, orig in names.items():
+        if low != orig:
+            cat.rename_column(orig, low)
+    if len(cat) == 0:
+        raise DataError(f"--init catalog {path} has no rows")
+    ra = np.asarray(cat["ra"], float)
+    dec = np.asarray(cat["dec"], float)
+    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec)) and np.all(np.abs(dec) <= 90)):
+        raise DataError(f"--init catalog {path} has non-finite or out-of-range ra/dec values")
+    cat.meta.clear()
+    return cat
+
+
+# ---------------------------------------------------------------------------- boxes
+
+def _pixel_box(header, ext, shape):
+    """Pixel bounds (x0, x1, y0, y1) in a frame of the extended region corners, padded, clipped."""
+    from astropy.wcs import WCS
+
+    w = WCS(header)
+    ra = np.array([ext[0], ext[1], ext[0], ext[1], 0.5 * (ext[0] + ext[1])])
+    if ext[0] > ext[1]:
+        ra = np.array([ext[0], ext[1], ext[0], ext[1], (0.5 * (ext[0] + ext[1] + 360.0)) % 360.0])
+    dec = np.array([ext[2], ext[2], ext[3], ext[3], 0.5 * (ext[2] + ext[3])])
+    x, y = w.all_world2pix(ra, dec, 0)
+    H, W = shape
+    x0 = int(max(math.floor(x.min()) - PAD_PX, 0))
+    x1 = int(min(math.ceil(x.max()) + PAD_PX + 1, W))
+    y0 = int(max(math.floor(y.min()) - PAD_PX, 0))
+    y1 = int(min(math.ceil(y.max()) + PAD_PX + 1, H))
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return (x0, x1, y0, y1)
+
+
+def box_images(opts, box, fields):
+    """Cutouts of every field's bands over the box's extended region, with PSF mixtures.
+
+    Returns
+    -------
+    images : list of celeste.images.Image
+    psf_mixtures : list of ndarray (K, 6)
+        Fitted at the cutout's centre (the box centre), per image.
+    """
+    ext = (box.ext_ra_min, box.ext_ra_max, box.ext_dec_min, box.ext_dec_max)
+    images, mixes = [], []
+    for (run, camcol, fld) in fields:
+        paths = field_paths(opts.data_dir, run, camcol, fld)
+        ref_band = 2 if 2 in opts.bands else opts.bands[0]
+        hdr = read_frame_header(paths["frame"][ref_band])
+        shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
+        pbox = _pixel_box(hdr, ext, shape)
+        if pbox is None:
+            continue
+        ims = load_field(opts.data_dir, run, camcol, fld, bands=opts.bands, box=pbox)
+        for im in ims:
+            H, W = im.shape
+            stamp = im.psf_at(0.5 * (W - 1), 0.5 * (H - 1))
+            mix = fit_psf_mixture(stamp, n_components=3, source=f"{im.path} (band {BANDS[im.band]})")
+            images.append(im)
+            mixes.append(mix.as_array())
+    return images, mixes
+
+
+def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
+    """Optimize one box and return the catalog rows of the sources it owns.
+
+    Parameters
+    ----------
+    opts : JobOptions
+    box : celeste.partition.Box
+    boxes : list of Box (the whole grid, for ownership)
+    catalog : astropy.table.Table
+        The initial catalog of the whole region (with ``objid``).
+    fields : list of (run, camcol, field)
+    priors : celeste.priors.Priors
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per owned source inside the region (:func:`celeste.catalog.results_table`).
+    """
+    ra = np.asarray(catalog["ra"], float)
+    dec = np.asarray(catalog["dec"], float)
+    in_ext = np.asarray(box.in_extended(ra, dec), bool)
+    sub = catalog[in_ext]
+    owned = (owner_box(boxes, np.asarray(sub["ra"], float), np.asarray(sub["dec"], float)) == box.box_id) & \
+        np.asarray(in_region(opts.region, np.asarray(sub["ra"], float), np.asarray(sub["dec"], float)), bool)
+    if not owned.any():
+        return results_table(_empty_results(), np.zeros(0, np.int64), box.box_id, 0)
+    images, mixes = box_images(opts, box, fields)
+    if not images:
+        raise DataError(f"box {box.box_id}: no image covers its extended region")
+    model = BoxModel(images, mixes, sub, priors, opts.infer)
+    t0 = time.time()
+    model.run(progress=progress)
+    res = model.source_results()
+    keep = np.nonzero(owned)[0]
+    res = {k: v[keep] for k, v in res.items()}
+    flags0 = np.asarray(sub["init_flags"])[keep] if "init_flags" in sub.colnames else None
+    tab = results_table(res, np.asarray(sub["objid"])[keep], box.box_id, model.passes_done, flags0)
+    tab.meta["CEL_NSRC"] = len(sub)
+    tab.meta["CEL_OPT"] = round(time.time() - t0, 3)
+    return tab
+
+
+def _empty_results():
+    z = np.zeros(0)
+    d = {k: z for k in ("ra", "dec", "ra_sd", "dec_sd", "is_star", "gal_frac_dev", "gal_axis_ratio",
+                         "gal_angle_deg", "gal_radius_arcsec", "elbo", "grad_max")}
+    d["flux"] = np.zeros((0, 5))
+    d["flux_sd"] = np.zeros((0, 5))
+    d["n_iter"] = np.zeros(0, np.int32)
+    d["converged"] = np.zeros(0, bool)
+    d["no_pixels"] = np.zeros(0, bool)
+    return d
+
+
+# ---------------------------------------------------------------------------- the job
+
+@dataclass
+class JobResult:
+    """What :func:`run_job` did: the catalog (None if incomplete), counts and timings."""
+
+    catalog: Table
+    complete: bool
+    n_fields: int
+    n_detected: int
+    n_boxes: int
+    n_sources: int
+    wall_s: float
+    summary: object = None
+
+
+def _field_task_rundir(run_dir):
+    return RunDir(os.path.join(os.fspath(run_dir), "detect"))
+
+
+def initial_catalog(opts, fields, run_dir, comm=None):
+    """Initial catalog of the region (detections or --init), every rank gets the same table."""
+    if opts.init:
+        cat = read_init_catalog(opts.init)
+        cat["init_flags"] = np.full(len(cat), FLAG_USER_INIT, np.int32)
+    else:
+        rd = _field_task_rundir(run_dir)
+
+        def task(i):
+            run, camcol, fld = fields[i]
+            log.info("detecting sources in field %d-%d-%d", run, camcol, fld)
+            return detect_field(opts, run, camcol, fld)
+
+        summ = run_tasks(list(range(len(fields))), task, rd, comm=comm, progress=False)
+        if summ.failed:
+            raise DataError("detection failed: " + "; ".join(f"field {fields[k]}: {v}" for k, v in summ.failed.items()))
+        parts = [rd.read_result(i) for i in range(len(fields))]
+        for p in parts:
+            for key in list(p.meta):
+                del p.meta[key]
+        cat = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
+        cat = _dedupe(cat)
+        cat["init_flags"] = np.zeros(len(cat), np.int32)
+    cat["objid"] = make_objid(cat["ra"], cat["dec"])
+    # objid order makes the box contents independent of detection order
+    cat.sort("objid")
+    return cat
+
+
+def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_s=None, progress=True,
+            meta=None):
+    """Run the whole job (every MPI rank calls this with the same arguments).
+
+    Returns
+    -------
+    JobResult
+
+    Raises
+    ------
+    ConfigError, DataError
+        Bad options or inputs (names the argument or file).
+    """
+    t0 = time.time()
+    comm = get_comm()
+    rank, size = rank_size(comm)
+    if os.path.exists(out_path) and not overwrite:
+        raise ConfigError(f"output {out_path} exists; pass --overwrite to replace it")
+    fields = fields_for_region(opts)
+    if rank == 0:
+        log.info("%d field(s) overlap the region: %s", len(fields),
+                 ", ".join(f"{r}-{c}-{f}" for r, c, f in fields))
+    rd = open_run_dir(run_dir, opts.manifest_options(), input_files(opts, fields), restart=restart, comm=comm)
+    priors = load_priors(opts.priors)
+    catalog = initial_catalog(opts, fields, run_dir, comm)
+    ra = np.asarray(catalog["ra"], float)
+    dec = np.asarray(catalog["dec"], float)
+    n_in = int(np.sum(in_region(opts.region, ra, dec)))
+    if rank == 0:
+        log.info("initial catalog: %d sources (%d inside the region)", len(catalog), n_in)
+    boxes = make_boxes(opts.region, opts.box_arcsec, opts.overlap_arcsec)
+    if rank == 0:
+        log.info("%d box(es) of %.0f arcsec with %.0f arcsec overlap; %d rank(s) x %d thread(s)", len(boxes),
+                 opts.box_arcsec, opts.overlap_arcsec, size, opts.infer.threads)
+
+    def task(i):
+        return process_box(opts, boxes[i], boxes, catalog, fields, priors)
+
+    summary = run_tasks([b.box_id for b in boxes], task, rd, comm=comm, time_limit_s=time_limit_s,
+                        progress=progress)
+    if summary.failed:
+        raise DataError("boxes failed (see the logs in %s): %s" % (
+            rd.log_dir, "; ".join(f"box {k}: {v}" for k, v in summary.failed.items())))
+    if not summary.complete:
+        return JobResult(None, False, len(fields), len(catalog), len(boxes), 0, time.time() - t0, summary)
+    cat = None
+    hdr = dict(meta or {})
+    hdr.update({"CEL_VER": __version__, "REGION": " ".join(f"{v:.6f}" for v in opts.region),
+                "DATADIR": os.path.abspath(opts.data_dir)[-68:], "NFIELDS": len(fields),
+                "PRIORS": (priors.path or "package")[-68:], "BOXSIZE": opts.box_arcsec,
+                "OVERLAP": opts.overlap_arcsec})
+    for k, (r, c, f) in enumerate(fields[:99]):
+        hdr[f"FIELD{k}"] = f"{r}-{c}-{f}"
+    if rank == 0:
+        cat = merge_results(rd, [b.box_id for b in boxes], out_path, meta=hdr, overwrite=overwrite)
+        log.info("wrote %s: %d sources, %.1f s", out_path, len(cat), time.time() - t0)
+    if comm is not None and size > 1:
+        comm.Barrier()
+    return JobResult(cat, True, len(fields), len(catalog), len(boxes), 0 if cat is None else len(cat),
+                     time.time() - t0, summary)
