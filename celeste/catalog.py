@@ -21,6 +21,8 @@ elbo                nat        final ELBO of the source's update (without sum ln
 n_iter              -          Newton iterations of the last update
 converged           -          the last update met its stopping rule
 n_passes            -          block-coordinate passes of the box
+n_pixels            -          active pixels of the source, all bands
+opt_seconds         s          optimizer wall time of the source, all passes
 box_id              -          the box that optimized the source
 flags               -          bit field, see FLAG_* below
 ==================  =========  ===============================================================
@@ -109,6 +111,9 @@ def results_table(res, objid, box_id, n_passes, flags0=None):
     t["n_iter"] = res["n_iter"].astype(np.int32)
     t["converged"] = res["converged"].astype(bool)
     t["n_passes"] = np.full(n, n_passes, np.int16)
+    t["n_pixels"] = np.asarray(res["n_pixels"], np.int32)
+    t["opt_seconds"] = res["opt_seconds"]
+    t["opt_seconds"].unit = "s"
     t["box_id"] = np.full(n, box_id, np.int32)
     flags = np.zeros(n, np.int32) if flags0 is None else np.asarray(flags0, np.int32).copy()
     flags |= np.where(res["no_pixels"], FLAG_NO_PIXELS, 0).astype(np.int32)

@@ -140,6 +140,8 @@ def options_from_args(args):
 
 
 def _setup_logging(verbose, rank):
+    import astropy  # noqa: F401 - astropy installs its own logger class; import it first
+
     level = logging.WARNING if verbose < 0 else (logging.INFO if verbose < 2 else logging.DEBUG)
     fmt = "%(asctime)s celeste" + (f"[rank {rank}]" if rank else "") + " %(levelname)s %(message)s"
     logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)

@@ -231,7 +231,7 @@ class BoxModel:
         self.proto = prototype_array()
         pa = priors.as_arrays()
         self.prior_args = (
-            float(pa["prob_star"]),
+            float(pa["prob_star"].reshape(())),
             np.ascontiguousarray(np.stack([pa["r_mean"], pa["r_var"]], axis=1)),
             pa["colour_weight"], pa["colour_mean"], pa["colour_prec"], pa["colour_logdet"],
             np.ascontiguousarray(np.stack([pa["shape_mean"], pa["shape_var"]], axis=1)),
@@ -239,6 +239,7 @@ class BoxModel:
         self.theta = np.array([init_theta(catalog[i]) for i in range(self.n_src)]).reshape(self.n_src, P.N_PARAMS)
         self.anchor = np.stack([np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float)], axis=1)
         self.info = np.zeros((self.n_src, N_INFO))
+        self.seconds = np.zeros(self.n_src)  # optimizer wall time per source, summed over passes
         self.elbo = np.full(self.n_src, -np.inf)
         self.passes_done = 0
         # per-image arrays
@@ -395,10 +396,12 @@ class BoxModel:
         th = self.theta[s].copy()
         info = np.zeros(N_INFO)
         args = (pix, self.src_imgtab[s], self.src_psf[s], self.proto) + self.prior_args
+        t0 = time.perf_counter()
         if first:
             f = fit_source(th, *args, opt.max_iter, opt.f_tol, opt.g_tol, info)
         else:
             f = optimize_source(th, *args, opt.max_iter, opt.f_tol, opt.g_tol, info)
+        self.seconds[s] += time.perf_counter() - t0
         if not np.isfinite(f):
             return 0.0
         old = self.elbo[s]
@@ -460,7 +463,7 @@ class BoxModel:
                         progress(len(batch))
                 self.passes_done = it + 1
                 dmax = float(np.max(deltas)) if self.n_src else 0.0
-                log.debug("pass %d: %d sources, max |dELBO| %.3g, %.1f s", it + 1, self.n_src, dmax, time.time() - t0)
+                log.info("pass %d: %d sources, max |dELBO| %.3g, %.1f s", it + 1, self.n_src, dmax, time.time() - t0)
                 if dmax < opt.pass_tol:
                     break
         finally:
@@ -487,6 +490,8 @@ class BoxModel:
         out["n_iter"] = self.info[:, INFO_ITERS].astype(np.int32)
         out["converged"] = self.info[:, INFO_CONVERGED].astype(bool)
         out["no_pixels"] = self.no_pixels.copy()
+        out["opt_seconds"] = self.seconds.copy()
+        out["n_pixels"] = np.array([len(p) for p in self.src_pix], dtype=np.int32)
         g = np.zeros(P.N_PARAMS)
         H = np.zeros((P.N_PARAMS, P.N_PARAMS))
         for s in range(ns):

@@ -128,6 +128,8 @@ def detect_field(opts, run, camcol, fld):
     images = load_field(opts.data_dir, run, camcol, fld, bands=opts.bands)
     cat = detect_sources(images)
     cat.meta.clear()
+    for col in cat.itercols():
+        col.unit = None  # a cache file for this package only; units are documented in celeste.detect
     cat["run"] = np.full(len(cat), run, np.int32)
     cat["camcol"] = np.full(len(cat), camcol, np.int16)
     cat["field"] = np.full(len(cat), fld, np.int32)
@@ -284,6 +286,8 @@ def _empty_results():
     d["n_iter"] = np.zeros(0, np.int32)
     d["converged"] = np.zeros(0, bool)
     d["no_pixels"] = np.zeros(0, bool)
+    d["n_pixels"] = np.zeros(0, np.int32)
+    d["opt_seconds"] = np.zeros(0)
     return d
 
 
