@@ -39,7 +39,7 @@ def theta_from_row(row):
     return th
 
 
-def render_model(image, psf_mixture, catalog, radius_px=30.0):
+def render_model(image, psf_mixture, catalog, radius_px=40.0):
     """Expected counts F (electrons) of ``image`` under the catalog, shape (H, W).
 
     Parameters
@@ -48,7 +48,8 @@ def render_model(image, psf_mixture, catalog, radius_px=30.0):
     psf_mixture : ndarray (K, 6)
     catalog : astropy.table.Table (the celeste-infer output columns)
     radius_px : float
-        Each source is rendered within this radius of its position.
+        Each source is rendered within this radius of its position (at least 8 half-light
+        radii for galaxies).
     """
     H, W = image.shape
     light = np.zeros((H, W))
@@ -58,10 +59,14 @@ def render_model(image, psf_mixture, catalog, radius_px=30.0):
         xy, jac = local_jacobian(image.wcs, np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float))
     for i in range(len(catalog)):
         x0, y0 = xy[i]
-        if not (-radius_px < x0 < W + radius_px and -radius_px < y0 < H + radius_px):
+        rad = radius_px
+        if catalog["is_star"][i] < 0.999:
+            pxscale = 1.0 / math.sqrt(abs(np.linalg.det(jac[i])))
+            rad = max(radius_px, 8 * float(catalog["gal_radius_arcsec"][i]) / pxscale)
+        if not (-rad < x0 < W + rad and -rad < y0 < H + rad):
             continue
-        xa, xb = int(max(x0 - radius_px, 0)), int(min(x0 + radius_px + 1, W))
-        ya, yb = int(max(y0 - radius_px, 0)), int(min(y0 + radius_px + 1, H))
+        xa, xb = int(max(x0 - rad, 0)), int(min(x0 + rad + 1, W))
+        ya, yb = int(max(y0 - rad, 0)), int(min(y0 + rad + 1, H))
         if xa >= xb or ya >= yb:
             continue
         yy, xx = np.mgrid[ya:yb, xa:xb]

@@ -91,6 +91,10 @@ def get_comm():
     except Exception as exc:  # ImportError, RuntimeError("cannot load MPI library"), ...
         logger.debug("no usable MPI (%s: %s); running in-process", type(exc).__name__, exc)
         return None
+    ntasks = os.environ.get("SLURM_NTASKS", "1")
+    if comm.Get_size() == 1 and ntasks.isdigit() and int(ntasks) > 1:
+        logger.warning("SLURM_NTASKS=%s but the MPI world has 1 rank: each task runs alone (launch with "
+                       "srun --mpi=pmi2 or mpiexec)", ntasks)
     return comm
 
 
@@ -522,6 +526,8 @@ class _RmaCounter:
             self.win.Unlock(0)
         self._one = np.ones(1, dtype=np.int64)
         self._res = np.zeros(1, dtype=np.int64)
+        # a private communicator rank 0's helper thread probes to drive progress (Dup is collective)
+        self.progress_comm = comm.Dup()
         comm.Barrier()
 
     def next(self):
@@ -534,19 +540,20 @@ class _RmaCounter:
     def free(self):
         self.comm.Barrier()
         self.win.Free()
+        self.progress_comm.Free()
 
 
 class _Helper:
     """Rank 0's helper thread: drives MPI progress and refreshes the progress bar."""
 
-    def __init__(self, comm, rd, names, total, initial, progress):
+    def __init__(self, progress_comm, rd, names, total, initial, progress):
         self.stop = threading.Event()
         self.rd, self.names = rd, names
         self.pcomm = None
-        if comm is not None and comm.Get_size() > 1:
+        if progress_comm is not None:
             from mpi4py import MPI
             if MPI.Query_thread() >= MPI.THREAD_MULTIPLE:
-                self.pcomm = comm.Dup()
+                self.pcomm = progress_comm
             else:
                 logger.warning("rank 0: MPI thread level below THREAD_MULTIPLE; task claims by other ranks "
                                "may wait until rank 0 finishes its current task")
@@ -581,8 +588,6 @@ class _Helper:
         self.stop.set()
         if self.thread is not None:
             self.thread.join()
-        if self.pcomm is not None:
-            self.pcomm.Free()
         if self.bar is not None:
             self.refresh()
             self.bar.close()
@@ -708,8 +713,13 @@ def run_tasks(task_ids, process_fn, run_dir, comm=None, time_limit_s=None, progr
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     rank, size = rank_size(comm)
     ids = _check_task_ids(task_ids)
-    if time_limit_s is not None and not (float(time_limit_s) > 0):
-        raise ConfigError(f"time_limit_s must be positive, got {time_limit_s!r}")
+    if time_limit_s is not None:
+        try:
+            time_limit_s = float(time_limit_s)
+        except (TypeError, ValueError):
+            raise ConfigError(f"time_limit_s must be a number of seconds, got {time_limit_s!r}") from None
+        if not time_limit_s > 0:
+            raise ConfigError(f"time_limit_s must be positive, got {time_limit_s!r}")
     t_start = _clock()
 
     def setup():
@@ -732,7 +742,7 @@ def run_tasks(task_ids, process_fn, run_dir, comm=None, time_limit_s=None, progr
         helper = None
         if rank == 0:
             names = {os.path.basename(rd.box_path(t)) for t in ids}
-            helper = _Helper(comm, rd, names, len(ids), n_skipped, progress)
+            helper = _Helper(getattr(counter, "progress_comm", None), rd, names, len(ids), n_skipped, progress)
         try:
             while True:
                 if time_limit_s is not None:
@@ -892,7 +902,7 @@ def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False):
         dup = objid[1:] == objid[:-1]
         if dup.any():
             i = int(np.flatnonzero(dup)[0])
-            bad = objid[i]
+            bad = objid[i].item()
             where = sorted({int(b) for b in box_of[objid == bad]}) if len(box_of) == len(objid) else []
             files = ", ".join(rd.box_path(b) for b in where)
             raise DataError(f"objid {bad!r} appears {int((objid == bad).sum())} times "
