@@ -528,6 +528,33 @@ class BoxModel:
         out["theta"] = self.theta.copy()
         return out
 
+    def residual_stats(self, inside):
+        """Sum of squared residuals (x - F) / sqrt(F) and pixel counts per band.
+
+        Parameters
+        ----------
+        inside : callable (ra, dec) -> bool array
+            Selects the pixels to count (e.g. the box core within the region).
+
+        Returns
+        -------
+        rss, npix : ndarray (5,)
+            Over unmasked pixels whose centres satisfy ``inside``; the residual sd of band b
+            is sqrt(rss[b] / npix[b]).  The model includes every source of the box.
+        """
+        rss = np.zeros(5)
+        npix = np.zeros(5)
+        for n, im in enumerate(self.images):
+            H, W = im.shape
+            yy, xx = np.mgrid[0:H, 0:W]
+            ra, dec = im.wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
+            sel = np.asarray(inside(ra, dec), bool).reshape(H, W) & self.good[n]
+            r = self.residual_image(n)[sel]
+            r = r[np.isfinite(r)]
+            rss[im.band] += float(np.sum(r * r))
+            npix[im.band] += r.size
+        return rss, npix
+
     def model_image(self, n):
         """Expected counts F = iota (sky + sum E[G]) of image n (electrons), shape (H, W)."""
         return self.iota[n] * (self.sky[n] + self.E_tot[n])

@@ -166,8 +166,9 @@ def parse_time_limit(value, key="time_limit", where="argument"):
     Parameters
     ----------
     value : int, float or str
-        Seconds, or ``"MM:SS"``, ``"HH:MM:SS"``, ``"D-HH:MM:SS"`` (the forms
-        Slurm's ``--time`` accepts with seconds).
+        Seconds (a number, or a string of digits such as ``"3600"`` as given
+        on the command line), or ``"MM:SS"``, ``"HH:MM:SS"``, ``"D-HH:MM:SS"``
+        (the forms Slurm's ``--time`` accepts with seconds).
     key, where : str
         Names used in the error message (option and file).
 
@@ -181,7 +182,9 @@ def parse_time_limit(value, key="time_limit", where="argument"):
     ConfigError
         Not a positive finite number of seconds or a recognised string.
     """
-    if isinstance(value, str):
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d*)?\s*", value):
+        total = float(value)  # plain seconds, as given on the command line
+    elif isinstance(value, str):
         m = _TIME_RE.match(value.strip())
         if not m:
             raise ConfigError(f"{where}: key {key!r} = {value!r} is not a time "

@@ -313,6 +313,15 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
     tab = results_table(res, np.asarray(sub["objid"])[keep], box.box_id, model.passes_done, flags0)
     tab.meta["CEL_NSRC"] = len(sub)
     tab.meta["CEL_OPT"] = round(time.time() - t0, 3)
+
+    def inside(r, d):
+        return np.asarray(box.contains(r, d), bool) & np.asarray(in_region(opts.region, r, d), bool)
+
+    rss, npix = model.residual_stats(inside)
+    for b in range(5):
+        if npix[b] > 0:
+            tab.meta[f"RSS_{BANDS[b].upper()}"] = float(rss[b])
+            tab.meta[f"NPIX_{BANDS[b].upper()}"] = int(npix[b])
     return tab
 
 
@@ -379,6 +388,27 @@ def initial_catalog(opts, fields, run_dir, comm=None):
     return cat
 
 
+def residual_summary(rd, box_ids):
+    """Residual sd per band over the region's pixels, from the boxes' RSS_/NPIX_ header keys.
+
+    Returns
+    -------
+    dict band -> (sd, n_pixels)
+    """
+    from astropy.io import fits
+
+    rss = np.zeros(5)
+    npix = np.zeros(5, dtype=np.int64)
+    for i in box_ids:
+        hdr = fits.getheader(rd.box_path(i), 1)
+        for b in range(5):
+            key = BANDS[b].upper()
+            if f"NPIX_{key}" in hdr:
+                rss[b] += hdr[f"RSS_{key}"]
+                npix[b] += hdr[f"NPIX_{key}"]
+    return {b: (math.sqrt(rss[b] / npix[b]), int(npix[b])) for b in range(5) if npix[b] > 0}
+
+
 def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_s=None, progress=True,
             meta=None):
     """Run the whole job (every MPI rank calls this with the same arguments).
@@ -438,6 +468,11 @@ def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_
     for k, (r, c, f) in enumerate(fields[:99]):
         hdr[f"FIELD{k}"] = f"{r}-{c}-{f}"
     if rank == 0:
+        resid = residual_summary(rd, [b.box_id for b in boxes])
+        for b, (sd, npx) in resid.items():
+            hdr[f"RESSD_{BANDS[b].upper()}"] = round(sd, 5)  # sd of (x - F) / sqrt(F) over the region
+            hdr[f"RESNP_{BANDS[b].upper()}"] = npx
+            log.info("band %s: residual sd %.4f over %d pixels of the region", BANDS[b], sd, npx)
         cat = merge_results(rd, [b.box_id for b in boxes], out_path, meta=hdr, overwrite=overwrite)
         log.info("wrote %s: %d sources, %.1f s", out_path, len(cat), time.time() - t0)
     if comm is not None and size > 1:

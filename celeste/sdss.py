@@ -308,8 +308,9 @@ def read_frame(path, box=None):
     Raises
     ------
     DataError
-        If the file is missing, truncated, corrupt, or its HDUs have
-        inconsistent shapes (message names the file).
+        If the file is missing, truncated, corrupt, its HDUs have
+        inconsistent shapes, or the calibration or sky grid holds a
+        non-positive or non-finite value (message names the file).
     ConfigError
         If ``box`` is empty or outside the frame.
     """
@@ -347,6 +348,8 @@ def read_frame(path, box=None):
         )
     if not np.all(np.isfinite(calib)) or np.any(calib <= 0):
         raise DataError(f"{path}: HDU1 calibration has non-positive or non-finite values")
+    if not np.all(np.isfinite(allsky)) or np.any(allsky <= 0):
+        raise DataError(f"{path}: HDU2 sky grid ALLSKY has non-positive or non-finite values (sky must be > 0 DN)")
     sky = interpolate_sky(allsky, xinterp[x0:x1], yinterp[y0:y1])
     wcs = _make_wcs(header, path)
     if (x0, y0, x1, y1) != (0, 0, shape[1], shape[0]):

@@ -41,7 +41,7 @@ import math
 import numpy as np
 
 from . import params as P
-from .bvn import bvn_log, bvn_log_derivs
+from .bvn import N_PRE, bvn_log_derivs_pre, bvn_precompute, bvn_quad
 from .config import kernel
 
 PIX_IMG, PIX_X, PIX_Y, PIX_COUNTS, PIX_IOTA, PIX_BGE, PIX_BGV = range(7)
@@ -187,8 +187,10 @@ def shape_cov_derivs(theta, jac, s, ds, d2s):
 
 
 @kernel
-def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s):
-    """Per-image means, covariances and shape derivatives of every bivariate normal."""
+def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s,
+                  star_pre, gal_pre):
+    """Per-image means, covariances (and their precomputed constants, :func:`kernels.bvn.bvn_precompute`)
+    and shape derivatives of every bivariate normal."""
     n_img = img.shape[0]
     K = psf.shape[1]
     J = proto.shape[1]
@@ -208,6 +210,7 @@ def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov
             star_cov[n, k, 0] = psf[n, k, 3]
             star_cov[n, k, 1] = psf[n, k, 4]
             star_cov[n, k, 2] = psf[n, k, 5]
+            bvn_precompute(psf[n, k, 3], psf[n, k, 4], psf[n, k, 5], star_pre[n, k])
             for p in range(2):
                 for j in range(J):
                     nu = proto[p, j, 1]
@@ -216,6 +219,9 @@ def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov
                     gal_mean[n, p, j, k, 1] = cy + psf[n, k, 2]
                     for c in range(3):
                         gal_cov[n, p, j, k, c] = nu * s[c] + psf[n, k, 3 + c]
+                    bvn_precompute(gal_cov[n, p, j, k, 0], gal_cov[n, p, j, k, 1], gal_cov[n, p, j, k, 2],
+                                   gal_pre[n, p, j, k])
+                    for c in range(3):
                         for i in range(3):
                             gal_ds[n, p, j, i, c] = nu * ds[i, c]
                             for i2 in range(3):
@@ -307,7 +313,10 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
     gal_amp = np.empty((n_img, 2, J, K))
     gal_ds = np.empty((n_img, 2, J, 3, 3))
     gal_d2s = np.empty((n_img, 2, J, 3, 3, 3))
-    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s)
+    star_pre = np.empty((n_img, K, N_PRE))
+    gal_pre = np.empty((n_img, 2, J, K, N_PRE))
+    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s,
+                  star_pre, gal_pre)
     m1 = np.empty((2, 5))
     m2 = np.empty((2, 5))
     dln1 = np.empty((2, 5, 10))
@@ -359,10 +368,9 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
             dx = px - star_mean[n, k, 0]
             dy = py - star_mean[n, k, 1]
             if mode == 0:
-                f = bvn_log(dx, dy, star_cov[n, k, 0], star_cov[n, k, 1], star_cov[n, k, 2])
-                gs += psf[n, k, 0] * math.exp(f)
+                gs += psf[n, k, 0] * math.exp(star_pre[n, k, 3] - 0.5 * bvn_quad(dx, dy, star_pre[n, k]))
                 continue
-            f = bvn_log_derivs(dx, dy, star_cov[n, k, 0], star_cov[n, k, 1], star_cov[n, k, 2], g5, h5)
+            f = bvn_log_derivs_pre(dx, dy, star_pre[n, k], g5, h5)
             val = psf[n, k, 0] * math.exp(f)
             gs += val
             gu0 = j00 * g5[0] + j10 * g5[1]
@@ -395,17 +403,13 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
                         continue
                     dx = px - gal_mean[n, p, j, k, 0]
                     dy = py - gal_mean[n, p, j, k, 1]
-                    ca = gal_cov[n, p, j, k, 0]
-                    cb = gal_cov[n, p, j, k, 1]
-                    cc = gal_cov[n, p, j, k, 2]
-                    det = ca * cc - cb * cb
-                    qf = (cc * dx * dx - 2.0 * cb * dx * dy + ca * dy * dy) / det
+                    qf = bvn_quad(dx, dy, gal_pre[n, p, j, k])
                     if qf > Q_SKIP:
                         continue
                     if mode == 0:
-                        gp[p] += amp * math.exp(bvn_log(dx, dy, ca, cb, cc))
+                        gp[p] += amp * math.exp(gal_pre[n, p, j, k, 3] - 0.5 * qf)
                         continue
-                    f = bvn_log_derivs(dx, dy, ca, cb, cc, g5, h5)
+                    f = bvn_log_derivs_pre(dx, dy, gal_pre[n, p, j, k], g5, h5)
                     val = amp * math.exp(f)
                     gp[p] += val
                     # gradient of f in xi = (ue, un, -, axis, angle, scale)
@@ -585,7 +589,10 @@ def source_light(theta, pix, img, psf, proto, eg, vg):
     gal_amp = np.empty((n_img, 2, J, K))
     gal_ds = np.empty((n_img, 2, J, 3, 3))
     gal_d2s = np.empty((n_img, 2, J, 3, 3, 3))
-    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s)
+    star_pre = np.empty((n_img, K, N_PRE))
+    gal_pre = np.empty((n_img, 2, J, K, N_PRE))
+    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s,
+                  star_pre, gal_pre)
     m1 = np.empty((2, 5))
     m2 = np.empty((2, 5))
     dln1 = np.empty((2, 5, 10))
@@ -600,8 +607,8 @@ def source_light(theta, pix, img, psf, proto, eg, vg):
         py = pix[ip, PIX_Y]
         gs = 0.0
         for k in range(K):
-            gs += psf[n, k, 0] * math.exp(bvn_log(px - star_mean[n, k, 0], py - star_mean[n, k, 1],
-                                                  star_cov[n, k, 0], star_cov[n, k, 1], star_cov[n, k, 2]))
+            gs += psf[n, k, 0] * math.exp(star_pre[n, k, 3] - 0.5 * bvn_quad(px - star_mean[n, k, 0],
+                                                                            py - star_mean[n, k, 1], star_pre[n, k]))
         g0 = 0.0
         g1 = 0.0
         for p in range(2):
@@ -613,14 +620,10 @@ def source_light(theta, pix, img, psf, proto, eg, vg):
                         continue
                     dx = px - gal_mean[n, p, j, k, 0]
                     dy = py - gal_mean[n, p, j, k, 1]
-                    ca = gal_cov[n, p, j, k, 0]
-                    cb = gal_cov[n, p, j, k, 1]
-                    cc = gal_cov[n, p, j, k, 2]
-                    det = ca * cc - cb * cb
-                    qf = (cc * dx * dx - 2.0 * cb * dx * dy + ca * dy * dy) / det
+                    qf = bvn_quad(dx, dy, gal_pre[n, p, j, k])
                     if qf > Q_SKIP:
                         continue
-                    acc += amp * math.exp(bvn_log(dx, dy, ca, cb, cc))
+                    acc += amp * math.exp(gal_pre[n, p, j, k, 3] - 0.5 * qf)
             if p == 0:
                 g0 = acc
             else:

@@ -227,23 +227,32 @@ def optimize_source(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c
 @kernel
 def fit_source(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
                shape_prior, max_iter, f_tol, g_tol, info):
-    """Optimize from a star-leaning and a galaxy-leaning start; keep the higher ELBO.
+    """Optimize from a star-leaning and then a galaxy-leaning start; keep the higher ELBO.
 
     The ELBO is bimodal in the type: a galaxy shrunk below the PSF mimics a star and is a
-    local optimum from which Newton steps do not leave.  Both starts begin at ``theta``
-    with logit q(star) set to +3 and -3; ``theta`` and ``info`` receive the better result
-    (ties go to the star start, so results are deterministic).  Arguments as
-    :func:`optimize_source`; ``info[INFO_ITERS]`` and ``info[INFO_EVALS]`` count both runs.
+    local optimum from which Newton steps do not leave.  The first run starts at ``theta``
+    with logit q(star) = +3; the second starts from the first run's optimum with
+    logit q(star) = -3 and the galaxy's brightness set to the star's (a warm start: position
+    and colours are already good, so it needs few iterations).  ``theta`` and ``info``
+    receive the better result (ties go to the star start, so results are deterministic).
+    Arguments as :func:`optimize_source`; ``info[INFO_ITERS]`` and ``info[INFO_EVALS]``
+    count both runs.
     """
     n = theta.shape[0]
     th_s = theta.copy()
-    th_g = theta.copy()
     th_s[P.A_STAR] = 3.0
-    th_g[P.A_STAR] = -3.0
     info_s = np.zeros(N_INFO)
     info_g = np.zeros(N_INFO)
     f_s = optimize_source(th_s, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
                           shape_prior, max_iter, f_tol, g_tol, info_s)
+    th_g = th_s.copy()
+    if not np.isfinite(f_s):
+        for i in range(n):
+            th_g[i] = theta[i]
+    else:
+        for k in range(P.N_BRIGHT):
+            th_g[P.R_MEAN[1] + k] = th_s[P.R_MEAN[0] + k]
+    th_g[P.A_STAR] = -3.0
     f_g = optimize_source(th_g, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
                           shape_prior, max_iter, f_tol, g_tol, info_g)
     if f_s >= f_g or not np.isfinite(f_g):
