@@ -428,9 +428,30 @@ def _merge(ra, dec, snr, radius_arcsec):
     return np.array(keep, dtype=np.int64), label
 
 
+def _local_background_subtracted(sep, data, mask, mesh):
+    """``data`` minus SEP's mesh background (``mesh`` pixels, 3 x 3 filter); unchanged if mesh <= 0.
+
+    The SDSS sky of a frame is one smooth surface per field: in the globular cluster M2 the
+    unresolved starlight adds a glow that is above threshold over hundreds of pixels, so
+    SEP merges the whole core into a few giant objects and drops its stars (on field
+    2583-2-136 no source was detected within ~300 px of the cluster centre).  A local
+    background removes the glow before extraction.
+    """
+    if not mesh or mesh <= 0:
+        return data
+    H, W = data.shape
+    m = int(max(8, min(mesh, H // 2, W // 2)))
+    d = np.ascontiguousarray(data, dtype=np.float64)
+    try:
+        bkg = sep.Background(d, mask=np.ascontiguousarray(mask, dtype=bool), bw=m, bh=m, fw=3, fh=3)
+    except Exception:  # noqa: BLE001 - degenerate (e.g. fully masked) images: keep the data as is
+        return data
+    return d - bkg.back()
+
+
 def detect_sources(images, wcs_ref=None, *, ref=None, method="combined", detect_bands=(1, 2, 3),
                    thresh=5.0, minarea=5, deblend_nthresh=32, deblend_cont=0.005,
-                   match_radius_arcsec=1.0, clean=False):
+                   match_radius_arcsec=1.0, bkg_mesh=32, clean=False):
     """Find sources in the images of one field and measure rough properties.
 
     Parameters
@@ -457,6 +478,9 @@ def detect_sources(images, wcs_ref=None, *, ref=None, method="combined", detect_
         SEP deblending parameters.
     match_radius_arcsec : float
         Merge radius for ``method="per_band"``.
+    bkg_mesh : int
+        Mesh (pixels) of the local background removed before extraction (0: none); see
+        :func:`_local_background_subtracted`.
     clean : bool
         SEP's "cleaning" of detections that could be wings of brighter ones.
         Off by default: on this field it discarded most faint isolated
@@ -507,6 +531,7 @@ def detect_sources(images, wcs_ref=None, *, ref=None, method="combined", detect_
 
     if method == "combined":
         data, var, mask = combined_detection_image(images, det_idx, ref)
+        data = _local_background_subtracted(sep, data, mask, bkg_mesh)
         obj = _extract(sep, data, var, mask, thresh, minarea, deblend_nthresh, deblend_cont, clean)
         x, y = obj["x"].astype(np.float64), obj["y"].astype(np.float64)
         a_px, b_px, th = obj["a"].astype(np.float64), obj["b"].astype(np.float64), obj["theta"].astype(np.float64)
@@ -520,6 +545,7 @@ def detect_sources(images, wcs_ref=None, *, ref=None, method="combined", detect_
         parts = []
         for i in det_idx:
             d, v, m = nmgy_image(images[i])
+            d = _local_background_subtracted(sep, d, m, bkg_mesh)
             o = _extract(sep, d, v, m, thresh, minarea, deblend_nthresh, deblend_cont, clean)
             if len(o) == 0:
                 continue

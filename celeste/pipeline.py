@@ -437,6 +437,13 @@ def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_
         log.info("%d field(s) overlap the region: %s", len(fields),
                  ", ".join(f"{r}-{c}-{f}" for r, c, f in fields))
     rd = open_run_dir(run_dir, opts.manifest_options(), input_files(opts, fields), restart=restart, comm=comm)
+    if restart and rank == 0:
+        # the detection cache belongs to the run too
+        import shutil
+
+        shutil.rmtree(os.path.join(os.fspath(run_dir), "detect"), ignore_errors=True)
+    if comm is not None and size > 1:
+        comm.Barrier()
     priors = load_priors(opts.priors)
     catalog = initial_catalog(opts, fields, run_dir, comm)
     ra = np.asarray(catalog["ra"], float)
