@@ -94,9 +94,9 @@ def results_table(res, objid, box_id, n_passes, flags0=None):
     t["is_star"] = res["is_star"]
     for b, name in enumerate(BANDS):
         t[f"flux_{name}"] = res["flux"][:, b]
-        t[f"flux_{name}"].unit = "nanomaggy"
+        t[f"flux_{name}"].unit = "nmgy"
         t[f"flux_{name}_sd"] = res["flux_sd"][:, b]
-        t[f"flux_{name}_sd"].unit = "nanomaggy"
+        t[f"flux_{name}_sd"].unit = "nmgy"
     for b, name in enumerate(BANDS):
         with np.errstate(divide="ignore", invalid="ignore"):
             t[f"mag_{name}"] = 22.5 - 2.5 * np.log10(res["flux"][:, b])

@@ -132,28 +132,36 @@ def local_jacobian(wcs, ra0, dec0, step_arcsec=1.0):
     return xy, jac
 
 
-def active_radius_px(flux_nmgy, sky_sd_nmgy, psf_sigma_px, gal_sigma_px, eps, r_min, r_max):
+def active_radius_px(flux_nmgy, sky_sd_nmgy, psf_weight, psf_sigma_px, gal_sigma_px, eps, r_min, r_max):
     """Radius (pixels) within which a source's light matters.
 
-    For a circular Gaussian of total flux f and width s (s^2 = psf sigma^2 + galaxy
-    sigma^2), the light per pixel is f / (2 pi s^2) exp(-r^2 / 2 s^2); the radius is where
-    it falls to ``eps`` times the per-pixel sky noise, plus the galaxy's own extent
-    (3 galaxy sigmas, for the heavy de Vaucouleurs wings), clipped to [r_min, r_max].
+    Each PSF component k (weight w_k, width s_k; s_k^2 grown by the galaxy's sigma^2) of
+    a source of flux f puts f w_k / (2 pi s_k^2) exp(-r^2 / 2 s_k^2) nmgy in a pixel at
+    distance r; the radius is the largest r where some component still exceeds ``eps``
+    times the per-pixel sky noise, plus 3 galaxy sigmas for the heavy de Vaucouleurs
+    wings, clipped to [r_min, r_max].  The wide, faint PSF components set the radius of
+    bright stars.
 
     Parameters
     ----------
-    flux_nmgy, sky_sd_nmgy, psf_sigma_px, gal_sigma_px : ndarray or float
+    flux_nmgy, sky_sd_nmgy : float
+        Source flux and sky noise per pixel (nmgy).
+    psf_weight, psf_sigma_px : ndarray (K,)
+        PSF mixture weights and widths (pixels; sqrt of the mean of the two variances).
+    gal_sigma_px : float
+        Galaxy size (pixels; 0 for stars).
     eps, r_min, r_max : float
 
     Returns
     -------
-    ndarray of float
+    float
     """
-    s2 = psf_sigma_px ** 2 + gal_sigma_px ** 2
-    peak = np.maximum(flux_nmgy, 0.0) / (2 * np.pi * s2)
+    w = np.atleast_1d(np.asarray(psf_weight, float))
+    s2 = np.atleast_1d(np.asarray(psf_sigma_px, float)) ** 2 + gal_sigma_px ** 2
+    peak = max(float(flux_nmgy), 0.0) * w / (2 * np.pi * s2)
     ratio = np.maximum(peak / (eps * sky_sd_nmgy), 1.0)
-    r = np.sqrt(2 * s2 * np.log(ratio)) + 3.0 * gal_sigma_px
-    return np.clip(r, r_min, r_max)
+    r = float(np.max(np.sqrt(2 * s2 * np.log(ratio)))) + 3.0 * gal_sigma_px
+    return float(np.clip(r, r_min, r_max))
 
 
 def init_theta(row, bands_present=None):
@@ -252,15 +260,10 @@ class BoxModel:
         self._build_sources()
 
     # ---------------------------------------------------------------- set-up
-    def _psf_sigma(self, n):
+    def _psf_components(self, n):
+        """Weights and widths (pixels) of image n's PSF components."""
         m = self.psf[n]
-        w = m[:, 0]
-        # second moment of the mixture about its centre, averaged over x and y
-        mx = np.sum(w * m[:, 1])
-        my = np.sum(w * m[:, 2])
-        vx = np.sum(w * (m[:, 3] + (m[:, 1] - mx) ** 2))
-        vy = np.sum(w * (m[:, 5] + (m[:, 2] - my) ** 2))
-        return math.sqrt(0.5 * (vx + vy))
+        return m[:, 0].copy(), np.sqrt(0.5 * (m[:, 3] + m[:, 5]))
 
     def _build_sources(self):
         opt = self.options
@@ -274,7 +277,7 @@ class BoxModel:
             H, W = im.shape
             xy, jac = local_jacobian(im.wcs, self.anchor[:, 0], self.anchor[:, 1])
             band = im.band
-            psf_sig = self._psf_sigma(n)
+            psf_w, psf_sig = self._psf_components(n)
             px_arcsec = 1.0 / math.sqrt(abs(np.linalg.det(jac.mean(axis=0))))
             sky_sd = np.sqrt(np.median(self.sky[n]) / np.median(self.iota[n]))
             for s in range(ns):
@@ -282,7 +285,7 @@ class BoxModel:
                 t_flux = math.exp(th[P.R_MEAN[0]] + P.COLOUR_TO_BAND[band] @ th[P.C_MEAN[0]:P.C_MEAN[0] + 4])
                 chi = 1 / (1 + math.exp(-th[P.A_STAR]))
                 gal_sig = 0.0 if chi > 0.8 else math.exp(th[P.E_SCALE]) / px_arcsec
-                r = active_radius_px(t_flux, sky_sd, psf_sig, gal_sig, opt.active_eps, opt.min_radius_px,
+                r = active_radius_px(t_flux, sky_sd, psf_w, psf_sig, gal_sig, opt.active_eps, opt.min_radius_px,
                                      opt.max_radius_px)
                 x0, y0 = xy[s]
                 if not (np.isfinite(x0) and np.isfinite(y0)):

@@ -201,10 +201,14 @@ def _write_fits_atomic(table, path):
     partial file.
     """
     from astropy.io import fits
+    from astropy.utils.exceptions import AstropyUserWarning
 
     tmp = _temp_name(path)
     try:
-        hdu = fits.table_to_hdu(table)
+        with warnings.catch_warnings():
+            # units the FITS standard lacks (nmgy) are written as their names, which TOPCAT shows
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            hdu = fits.table_to_hdu(table)
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, checksum=True)
         _atomic_replace(tmp, path)
     except BaseException:

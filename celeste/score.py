@@ -147,6 +147,8 @@ def as_catalog(cat, name="catalog"):
         cat = _read_table(os.fspath(cat))
     if isinstance(cat, np.ndarray) and cat.dtype.names:
         raw = {n.lower(): cat[n] for n in cat.dtype.names}
+    elif hasattr(cat, "colnames"):  # astropy Table
+        raw = {str(n).lower(): np.asarray(cat[n]) for n in cat.colnames}
     elif isinstance(cat, dict):
         raw = {str(k).lower(): np.asarray(v) for k, v in cat.items()}
     else:

@@ -70,10 +70,12 @@ def source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, sha
     # chi ln(chi/p) + (1-chi) ln((1-chi)/(1-p)); d/dchi = ln(chi/p) - ln((1-chi)/(1-p)) = a - logit p
     lp = math.log(prob_star) - math.log(1.0 - prob_star)
     a = theta[P.A_STAR]
-    kl_b = chi * (math.log(chi) - math.log(prob_star)) + (1.0 - chi) * (math.log(1.0 - chi) - math.log(1.0 - prob_star))
+    # ln chi = -softplus(-a), ln(1 - chi) = -softplus(a), written to stay finite for any a
+    ln_chi = -(max(-a, 0.0) + math.log1p(math.exp(-abs(a))))
+    ln_1mchi = -(max(a, 0.0) + math.log1p(math.exp(-abs(a))))
+    kl_b = chi * (ln_chi - math.log(prob_star)) + (1.0 - chi) * (ln_1mchi - math.log(1.0 - prob_star))
     total = kl_b
     g_chi = a - lp  # dKL/dchi, accumulated
-    h_chichi = 1.0 / dchi  # d2 KL_b / dchi2 = 1/chi + 1/(1-chi)
     kl_k = np.empty(K)
     rk = np.empty(K)
     gk = np.empty((K, 8))
@@ -177,6 +179,7 @@ def source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, sha
             hess[idx[i], P.A_STAR] -= dchi * gi
     grad[P.A_STAR] += g_chi * dchi
     if mode == 2:
-        # d2/da2 of K(chi(a)): K'' dchi^2 + K' d2chi, with K'' = 1/dchi from the Bernoulli part only
-        hess[P.A_STAR, P.A_STAR] += h_chichi * dchi * dchi + g_chi * d2chi
+        # d2/da2 of K(chi(a)): K'' dchi^2 + K' d2chi; the Bernoulli part has K'' = 1/(chi(1-chi)),
+        # so K'' dchi^2 = dchi (no division: finite when chi rounds to 0 or 1)
+        hess[P.A_STAR, P.A_STAR] += dchi + g_chi * d2chi
     return total
