@@ -209,6 +209,9 @@ def _write_fits_atomic(table, path):
             # units the FITS standard lacks (nmgy) are written as their names, which TOPCAT shows
             warnings.simplefilter("ignore", AstropyUserWarning)
             hdu = fits.table_to_hdu(table)
+        for i, col in enumerate(table.itercols(), start=1):
+            if col.unit is not None and f"TUNIT{i}" not in hdu.header:
+                hdu.header[f"TUNIT{i}"] = col.unit.to_string()
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, checksum=True)
         _atomic_replace(tmp, path)
     except BaseException:
