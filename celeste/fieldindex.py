@@ -148,9 +148,11 @@ def footprint_from_header(header, path=""):
     DataError
         If the header has no image size or no usable celestial WCS.
     """
+    from astropy.io.fits.verify import VerifyError
+
     try:
         w, h = int(header["NAXIS1"]), int(header["NAXIS2"])
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, VerifyError):
         raise DataError(f"{path}: header has no NAXIS1/NAXIS2") from None
     wcs = sdss._make_wcs(header, path)
     x = np.array([-0.5, w - 0.5, w - 0.5, -0.5])

@@ -305,7 +305,19 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
         raise DataError(f"box {box.box_id}: no image covers its extended region")
     model = BoxModel(images, mixes, sub, priors, opts.infer)
     t0 = time.time()
-    model.run(progress=progress)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=model.n_src * opts.infer.max_passes, desc=f"box {box.box_id}: source updates",
+                   unit="src", leave=False, dynamic_ncols=True)
+    try:
+        model.run(progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    log.info("box %d: %d sources (%d owned) optimized in %d passes, %.1f s", box.box_id, model.n_src,
+             int(owned.sum()), model.passes_done, time.time() - t0)
     res = model.source_results()
     keep = np.nonzero(owned)[0]
     res = {k: v[keep] for k, v in res.items()}
@@ -456,8 +468,10 @@ def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_
         log.info("%d box(es) of %.0f arcsec with %.0f arcsec overlap; %d rank(s) x %d thread(s)", len(boxes),
                  opts.box_arcsec, opts.overlap_arcsec, size, opts.infer.threads)
 
+    show = bool(progress) and size == 1
+
     def task(i):
-        return process_box(opts, boxes[i], boxes, catalog, fields, priors)
+        return process_box(opts, boxes[i], boxes, catalog, fields, priors, progress=show)
 
     summary = run_tasks([b.box_id for b in boxes], task, rd, comm=comm, time_limit_s=time_limit_s,
                         progress=progress)

@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from astropy.io.fits.verify import VerifyError
 
 from celeste import BANDS
 from celeste.errors import ConfigError, DataError
@@ -161,7 +162,7 @@ def _open_fits(path):
         return fits.open(path, memmap=True)
     except DataError:
         raise
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, VerifyError) as exc:
         raise DataError(f"{path}: cannot read (truncated or corrupt?): {exc}") from exc
 
 
@@ -208,7 +209,7 @@ def read_frame_header(path):
                     raise DataError(f"{path}: no END card in the primary header (truncated?)")
     except DataError:
         raise
-    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, TypeError, KeyError, IndexError, VerifyError) as exc:
         raise DataError(f"{path}: cannot read header (truncated or corrupt?): {exc}") from exc
 
 
@@ -337,7 +338,7 @@ def read_frame(path, box=None):
             raise
         except ConfigError:
             raise
-        except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, VerifyError) as exc:
             raise DataError(f"{path}: cannot read frame content (truncated or corrupt?): {exc}") from exc
     finally:
         hdul.close()
