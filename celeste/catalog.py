@@ -22,7 +22,7 @@ n_iter              -          Newton iterations of the last update
 converged           -          the last update met its stopping rule
 n_passes            -          block-coordinate passes of the box
 n_pixels            -          active pixels of the source, all bands
-opt_seconds         s          optimizer wall time of the source, all passes
+opt_seconds         s          optimizer wall time of the source, all passes (box files only)
 box_id              -          the box that optimized the source
 flags               -          bit field, see FLAG_* below
 ==================  =========  ===============================================================

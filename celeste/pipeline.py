@@ -37,6 +37,10 @@ from .sdss import field_paths, load_field, read_frame_header
 
 log = logging.getLogger("celeste.pipeline")
 
+#: per-source timings: kept in the run directory's box files, not in the catalog (so that
+#: identical runs give identical catalogs)
+TIMING_COLUMNS = ("opt_seconds",)
+
 #: pixels added around a box's extended region when cutting images
 PAD_PX = 8
 #: detections from two overlapping fields closer than this are one source (arcsec)
@@ -494,7 +498,8 @@ def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_
             hdr[f"RESSD_{BANDS[b].upper()}"] = round(sd, 5)  # sd of (x - F) / sqrt(F) over the region
             hdr[f"RESNP_{BANDS[b].upper()}"] = npx
             log.info("band %s: residual sd %.4f over %d pixels of the region", BANDS[b], sd, npx)
-        cat = merge_results(rd, [b.box_id for b in boxes], out_path, meta=hdr, overwrite=overwrite)
+        cat = merge_results(rd, [b.box_id for b in boxes], out_path, meta=hdr, overwrite=overwrite,
+                            drop=TIMING_COLUMNS)
         log.info("wrote %s: %d sources, %.1f s", out_path, len(cat), time.time() - t0)
     if comm is not None and size > 1:
         comm.Barrier()

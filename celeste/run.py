@@ -829,7 +829,7 @@ def _run_one(tid, process_fn, rd, rank, durations, failed):
 # ---------------------------------------------------------------------------
 # merging
 
-def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False):
+def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False, drop=()):
     """Stack every box's result into one catalog sorted by ``objid``.
 
     Parameters
@@ -843,6 +843,9 @@ def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False):
     meta : dict, optional
         Header keys for the catalog table (added after the keys every box
         table shares; the per-box keys ``CEL_BOX`` etc. are dropped).
+    drop : sequence of str
+        Columns kept in the box files but left out of the catalog (e.g. timings,
+        which would make catalogs of identical runs differ).
     overwrite : bool
         Replace an existing ``out_path``.
 
@@ -895,7 +898,7 @@ def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False):
     for tb in nonempty:
         tb = tb.copy(copy_data=False)
         tb.meta.clear()
-        stripped.append(tb[cols0])
+        stripped.append(tb[[c for c in cols0 if c not in drop]])
     try:
         merged = vstack(stripped, join_type="exact", metadata_conflicts="silent") if len(stripped) > 1 else stripped[0]
     except Exception as exc:

@@ -16,6 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_JOB = ROOT / "jobs" / "sample.toml"
+# a corner of the sample job's region cut into 4 boxes, so the runs take seconds and 2 ranks share boxes
+SMALL = ["--region", "323.355", "323.365", "-0.725", "-0.715", "--box-arcsec", "20", "--overlap-arcsec", "8"]
 MPI_ONE_LINER = ("from mpi4py import MPI; c = MPI.COMM_WORLD; "
                  "print('size', c.Get_size(), 'rank', c.Get_rank(), flush=True)")
 
@@ -129,7 +131,7 @@ def local_catalog(tmp_path_factory):
         pytest.skip("celeste-infer not available")
     d = tmp_path_factory.mktemp("local")
     out = d / "catalog.fits"
-    r = subprocess.run(["celeste-infer", "--job", str(SAMPLE_JOB), "--out", str(out),
+    r = subprocess.run(["celeste-infer", "--job", str(SAMPLE_JOB), *SMALL, "--out", str(out),
                         "--run-dir", str(d / "run"), "--overwrite"],
                        cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -142,7 +144,7 @@ def local_catalog(tmp_path_factory):
 def test_infer_sbatch_matches_local_run(tmp_path, local_catalog):
     out = tmp_path / "catalog.fits"
     job_id, status = sbatch_wait(
-        ["--output", tmp_path / "infer-%j.out", ROOT / "slurm" / "infer.sbatch", SAMPLE_JOB,
+        ["--output", tmp_path / "infer-%j.out", ROOT / "slurm" / "infer.sbatch", SAMPLE_JOB, *SMALL,
          "--out", out, "--run-dir", tmp_path / "run", "--overwrite"],
         cwd=ROOT, timeout=3600)
     log = (tmp_path / f"infer-{job_id}.out").read_text()
@@ -154,7 +156,7 @@ def test_infer_sbatch_matches_local_run(tmp_path, local_catalog):
 @pytest.mark.slow
 def test_srun_two_ranks_matches_local_run(tmp_path, local_catalog):
     out = tmp_path / "catalog.fits"
-    r = subprocess.run(["srun", "-n", "2", "celeste-infer", "--job", str(SAMPLE_JOB),
+    r = subprocess.run(["srun", "-n", "2", "celeste-infer", "--job", str(SAMPLE_JOB), *SMALL,
                         "--out", str(out), "--run-dir", str(tmp_path / "run"), "--overwrite"],
                        cwd=ROOT, capture_output=True, text=True, timeout=3600, env=slurm_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
