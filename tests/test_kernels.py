@@ -217,3 +217,18 @@ def test_recovery_over_noise_seeds(kind):
     flux_frac, pos_frac = _recover(kind)
     assert flux_frac >= 0.9
     assert pos_frac >= 0.9
+
+
+@pytest.mark.parametrize("a", [-60.0, -40.0, 40.0, 60.0])
+def test_extreme_type_probabilities_stay_finite(a):
+    """q(star) rounding to 0 or 1 must not produce inf/nan in the ELBO, gradient or Hessian."""
+    rng = np.random.default_rng(3)
+    pix, img, psf, proto = make_problem(rng, bands=(2,), half=5)
+    pr = random_prior(rng)
+    th = random_theta(rng)
+    th[P.A_STAR] = a
+    g = np.zeros(27)
+    H = np.zeros((27, 27))
+    v = source_elbo(th, pix, img, psf, proto, pr["prob_star"], pr["r_prior"], pr["c_weight"], pr["c_mean"],
+                    pr["c_prec"], pr["c_logdet"], pr["shape_prior"], 2, g, H)
+    assert np.isfinite(v) and np.all(np.isfinite(g)) and np.all(np.isfinite(H))
