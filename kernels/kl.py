@@ -13,11 +13,17 @@ sum_k q(k)(ln q(k) - ln w_k + KL_k)).  The shape parameters are point estimates:
 term is -(1 - chi) ln p(e_dev, e_axis, e_scale).
 
     KL = chi ln(chi/p) + (1-chi) ln((1-chi)/(1-p))
-         + sum_t chi_t [ KL_N(mu, s^2 || r_mean, r_var) - ln sum_k w_k exp(-KL_k) ]
-         - (1 - chi) ln p_shape,        chi_0 = chi, chi_1 = 1 - chi
+         + sum_t (chi_t + DELTA) [ KL_N(mu, s^2 || r_mean, r_var) - ln sum_k w_k exp(-KL_k) ]
+         - (1 - chi + DELTA) ln p_shape,        chi_0 = chi, chi_1 = 1 - chi
 
 KL_N(N(m, diag v) || N(mu, Sigma)) = 0.5 [tr(Sigma^-1 diag v) + (mu-m)^T Sigma^-1 (mu-m) - d
 + ln|Sigma| - sum ln v] (e.g. Bishop, PRML, eq. 2.155 generalised; Kullback 1959).
+
+Unused-type regularization: each type's brightness KL is weighted by chi_t + DELTA and the
+shape term by (1 - chi) + DELTA (DELTA = 1e-3).  Without it, once q(star) rounds to 1 the
+galaxy's parameters have no curvature and the Newton steps let them drift without bound
+(seen: galaxy radii of 1e15 arcsec on stars); with it they rest at their prior.  The ELBO
+changes by at most DELTA times the unused type's KL.
 
 Prior arrays (float64): ``prob_star`` scalar; ``r_prior`` (2, 2) [t, (mean, var)];
 ``c_weight`` (2, K); ``c_mean`` (2, K, 4); ``c_prec`` (2, K, 4, 4) precision matrices;
@@ -29,6 +35,9 @@ import numpy as np
 
 from . import params as P
 from .config import kernel
+
+#: weight added to each type's KL and to the shape term (module docstring)
+DELTA = 1e-3
 
 
 @kernel
@@ -82,7 +91,7 @@ def source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, sha
     gt = np.zeros(10)
     ht = np.zeros((10, 10))
     for t in range(2):
-        wt = chi if t == 0 else 1.0 - chi
+        wt = (chi if t == 0 else 1.0 - chi) + DELTA
         sgn = 1.0 if t == 0 else -1.0
         base = P.R_MEAN[t]
         mu = theta[base]
@@ -165,16 +174,16 @@ def source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, sha
         var = shape_prior[i, 1]
         d = theta[idx[i]] - mean
         nlp += 0.5 * (d * d / var + math.log(2.0 * math.pi * var))
-    total += (1.0 - chi) * nlp
+    total += (1.0 - chi + DELTA) * nlp
     if mode == 0:
         return total
     g_chi -= nlp
     for i in range(3):
         d = theta[idx[i]] - shape_prior[i, 0]
         gi = d / shape_prior[i, 1]
-        grad[idx[i]] += (1.0 - chi) * gi
+        grad[idx[i]] += (1.0 - chi + DELTA) * gi
         if mode == 2:
-            hess[idx[i], idx[i]] += (1.0 - chi) / shape_prior[i, 1]
+            hess[idx[i], idx[i]] += (1.0 - chi + DELTA) / shape_prior[i, 1]
             hess[P.A_STAR, idx[i]] -= dchi * gi
             hess[idx[i], P.A_STAR] -= dchi * gi
     grad[P.A_STAR] += g_chi * dchi

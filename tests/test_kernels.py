@@ -5,7 +5,7 @@ import pytest
 from kernels import params as P
 from kernels.bvn import bvn_log_derivs, bvn_logpdf_reference
 from kernels.elbo import PIX_BGE, PIX_COUNTS, PIX_IOTA, source_light, source_loglik
-from kernels.kl import source_kl
+from kernels.kl import DELTA, source_kl
 from kernels.newton import INFO_CONVERGED, N_INFO, fit_source, optimize_source, source_elbo, tr_step
 from kernels.uncertainty import log_flux_sd, lrvb_covariance
 from kernel_problems import make_problem, random_prior, random_theta
@@ -107,7 +107,7 @@ def test_kl_against_monte_carlo():
     chi = 1 / (1 + np.exp(-th[P.A_STAR]))
     n = 400_000
     total_mc = chi * np.log(chi / pr["prob_star"]) + (1 - chi) * np.log((1 - chi) / (1 - pr["prob_star"]))
-    for t, wt in ((0, chi), (1, 1 - chi)):
+    for t, wt in ((0, chi + DELTA), (1, 1 - chi + DELTA)):
         mu, s2 = th[P.R_MEAN[t]], np.exp(th[P.R_LOGVAR[t]])
         m0, v0 = pr["r_prior"][t]
         x = rng.normal(mu, np.sqrt(s2), n)
@@ -126,7 +126,7 @@ def test_kl_against_monte_carlo():
         total_mc += wt * (kl_r + kl_c)
     sp = pr["shape_prior"]
     e = th[[P.E_DEV, P.E_AXIS, P.E_SCALE]]
-    total_mc += (1 - chi) * np.sum(0.5 * (e - sp[:, 0]) ** 2 / sp[:, 1] + 0.5 * np.log(2 * np.pi * sp[:, 1]))
+    total_mc += (1 - chi + DELTA) * np.sum(0.5 * (e - sp[:, 0]) ** 2 / sp[:, 1] + 0.5 * np.log(2 * np.pi * sp[:, 1]))
     kl = source_kl(th, pr["prob_star"], pr["r_prior"], pr["c_weight"], pr["c_mean"], pr["c_prec"], pr["c_logdet"],
                    sp, 0, np.zeros(27), np.zeros((27, 27)))
     assert kl == pytest.approx(total_mc, abs=0.02)
@@ -201,6 +201,8 @@ def _recover(kind, seeds=50):
         assert info[INFO_CONVERGED] == 1
         tt = 0 if th[P.A_STAR] > 0 else 1
         assert tt == t
+        # the unused type's parameters stay near their prior (no drift when q(type) rounds to 0 or 1)
+        assert abs(th[P.E_SCALE] - pr["shape_prior"][2, 0]) < 6 * np.sqrt(pr["shape_prior"][2, 1])
         g = np.zeros(27)
         H = np.zeros((27, 27))
         source_elbo(th, pix, img, psf, proto, *args, 2, g, H)
