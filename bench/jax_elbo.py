@@ -52,7 +52,7 @@ def _log_normal2(dx, dy, sxx, sxy, syy):
 
 
 def _world_shape(theta):
-    """Galaxy covariance (EE, EN, NN) in arcsec^2 for unit prototype variance."""
+    """Galaxy covariance (2, 2) in (east, north) arcsec^2 for unit prototype variance."""
     q = jax.nn.sigmoid(theta[P.E_AXIS])
     phi = theta[P.E_ANGLE]
     re2 = jnp.exp(2.0 * theta[P.E_SCALE])

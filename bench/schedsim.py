@@ -113,12 +113,19 @@ def box_costs(n_boxes, meas, prm, rng):
         lam = np.full(n_boxes, mean)
     n_core = rng.poisson(lam)
     n_ext = np.rint(n_core * (prm.ext_deg2() / prm.core_deg2())).astype(np.int64)
-    # sum of n_ext bootstrap draws, vectorized: draw all, then reduce by box
-    total = int(n_ext.sum())
-    draws = rng.choice(np.asarray(meas.source_seconds, float), size=total, replace=True)
-    starts = np.concatenate([[0], np.cumsum(n_ext)[:-1]])
-    compute = np.add.reduceat(draws, starts) if total else np.zeros(n_boxes)
-    compute = np.where(n_ext > 0, compute, 0.0)
+    # sum of n_ext bootstrap draws per box, in chunks of boxes to bound memory
+    src = np.asarray(meas.source_seconds, float)
+    compute = np.zeros(n_boxes)
+    chunk = 100_000
+    for c0 in range(0, n_boxes, chunk):
+        n = n_ext[c0:c0 + chunk]
+        total = int(n.sum())
+        if total == 0:
+            continue
+        draws = src[rng.integers(0, len(src), size=total)]
+        csum = np.concatenate([[0.0], np.cumsum(draws)])
+        ends = np.cumsum(n)
+        compute[c0:c0 + chunk] = csum[ends] - csum[ends - n]
     area = prm.ext_deg2() / meas.ext_deg2
     load = rng.choice(np.asarray(meas.load_seconds, float), size=n_boxes, replace=True) * area
     return load, compute, n_core

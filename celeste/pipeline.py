@@ -41,6 +41,12 @@ log = logging.getLogger("celeste.pipeline")
 #: identical runs give identical catalogs)
 TIMING_COLUMNS = ("opt_seconds",)
 
+#: Gaussian components of the PSF mixture.  Measured on the r PSF of field 2583-2-136 (25 px
+#: stamp at the frame centre): light beyond 8 px is 1.08% of the PSF; K = 3 puts 0.38% there,
+#: K = 4 0.84%; the core (r < 4 px) absolute error falls from 0.015 to 0.0097.  Bright stars
+#: whose wings the model lacks are fitted as extended galaxies, so K = 4 (kernel cost +33%).
+PSF_COMPONENTS = 4
+
 #: pixels added around a box's extended region when cutting images
 PAD_PX = 8
 #: detections from two overlapping fields closer than this are one source (arcsec)
@@ -272,7 +278,7 @@ def box_images(opts, box, fields):
                 refine_sky(im)
             H, W = im.shape
             stamp = im.psf_at(0.5 * (W - 1), 0.5 * (H - 1))
-            mix = fit_psf_mixture(stamp, n_components=3, source=f"{im.path} (band {BANDS[im.band]})")
+            mix = fit_psf_mixture(stamp, n_components=PSF_COMPONENTS, source=f"{im.path} (band {BANDS[im.band]})")
             images.append(im)
             mixes.append(mix.as_array())
     return images, mixes
