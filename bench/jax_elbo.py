@@ -23,9 +23,10 @@ E f^2 = exp(2 mean + 2 var).  E[G] = chi M1_star g_star + (1 - chi) M1_gal g_gal
 E[G^2] likewise with M2 and squared profiles.  Per pixel (AoAS 2019, eq. 13, delta method):
 l = x (ln E[F] - Var[F] / (2 E[F]^2)) - E[F], E[F] = iota (bgE + E[G]),
 Var[F] = iota^2 (bgV + E[G^2] - E[G]^2).
-KL: Bernoulli(chi || prob_star) + sum_t chi_t [KL of ln r normals - ln sum_k w_k exp(-KL_k)]
-- (1 - chi) ln p(e_dev, e_axis, e_scale), with KL_k the KL of the diagonal colour normal
-from prior component k (Bishop PRML eq. 2.155 generalised).
+KL: Bernoulli(chi || prob_star) + sum_t (chi_t + DELTA) [KL of ln r normals
+- ln sum_k w_k exp(-KL_k)] - (1 - chi + DELTA) ln p(e_dev, e_axis, e_scale), with KL_k the KL
+of the diagonal colour normal from prior component k (Bishop PRML eq. 2.155 generalised) and
+DELTA (``kernels.kl.DELTA``) the unused-type regularization weight.
 """
 import functools
 import math
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from kernels import params as P
+from kernels.kl import DELTA  # model constant: the unused-type regularization weight
 
 jax.config.update("jax_enable_x64", True)
 
@@ -136,13 +138,14 @@ def loglik_jax(theta, pix, img, psf, proto, q_skip=Q_SKIP_DEFAULT):
     return jnp.sum(x * (jnp.log(EF) - VF / (2.0 * EF ** 2)) - EF)
 
 
-def kl_jax(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior):
-    """KL(q || prior) of one source (prior arrays as :func:`kernels.kl.source_kl`)."""
+def kl_jax(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior, delta=DELTA):
+    """KL(q || prior) of one source (prior arrays as :func:`kernels.kl.source_kl`); ``delta`` is
+    the weight added to each type's brightness KL and to the shape term."""
     r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior = (
         jnp.asarray(a) for a in (r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior))
     chi = jax.nn.sigmoid(theta[P.A_STAR])
     total = chi * jnp.log(chi / prob_star) + (1.0 - chi) * jnp.log((1.0 - chi) / (1.0 - prob_star))
-    for t, wt in ((0, chi), (1, 1.0 - chi)):
+    for t, wt in ((0, chi + delta), (1, 1.0 - chi + delta)):
         mu = theta[P.R_MEAN[t]]
         lv = theta[P.R_LOGVAR[t]]
         m0, v0 = r_prior[t, 0], r_prior[t, 1]
@@ -160,7 +163,7 @@ def kl_jax(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_
     e = jnp.stack([theta[P.E_DEV], theta[P.E_AXIS], theta[P.E_SCALE]])
     mean, var = shape_prior[:, 0], shape_prior[:, 1]
     log_p = jnp.sum(-0.5 * (e - mean) ** 2 / var - 0.5 * jnp.log(2.0 * math.pi * var))
-    return total - (1.0 - chi) * log_p
+    return total - (1.0 - chi + delta) * log_p
 
 
 def source_elbo_jax(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,

@@ -28,9 +28,10 @@ Measured (one core; the numba kernels are serial, JAX is restricted to one threa
     ``celeste-infer --region ... --threads 1``.
 
 A profile of where the kernel's time goes follows (a): value-only and gradient-only modes,
-the likelihood and the KL alone, the star part alone (galaxy prototypes zeroed), K = 2 vs
-K = 3 PSF components, and the fraction of galaxy bivariate-normal evaluations the kernel
-skips (quadratic form > ``kernels.elbo.Q_SKIP``).
+the likelihood and the KL alone, the star part alone (galaxy prototypes zeroed), K = 2, 3
+and 4 PSF components (the pipeline fits ``celeste.pipeline.PSF_COMPONENTS``), and the
+fraction of galaxy bivariate-normal evaluations the kernel skips (quadratic form >
+``kernels.elbo.Q_SKIP``).
 
 Wall time (``time.perf_counter``) is the default clock; on a machine shared with other jobs
 it overstates our cost by the load factor, so the CPU time (``time.process_time``, all of the
@@ -383,11 +384,11 @@ def main(argv=None):
             r = res[kind]
             print(f"    {kind:6s}{r['t0'] * 1e6:9.1f}{r['t1'] * 1e6:9.1f}{r['t2'] * 1e6:9.1f}{r['t_ll'] * 1e6:9.1f}"
                   f"{r['t_kl'] * 1e6:9.2f}{r['t_star_only'] * 1e6:12.1f}{r['skip']:9.1%}")
-        psf2 = real_psf(2)
-        pk = (render(np.random.default_rng(0), truth_theta("gal"), pix, img, psf2, proto), img, psf2, proto)
-        t_k2 = time_call(ours_call(truth_theta("gal"), *pk, args, 2), reps, block)
-        print(f"    galaxy, K = 2 PSF components: {t_k2 * 1e6:.1f} us/call "
-              f"({t_k2 / len(pix) * 1e9:.1f} ns/row) vs K = 3: {res['gal']['t2'] * 1e6:.1f}")
+        for k in (2, 3, 4):
+            psfk = real_psf(k)
+            pk = (render(np.random.default_rng(0), truth_theta("gal"), pix, img, psfk, proto), img, psfk, proto)
+            t_k = time_call(ours_call(truth_theta("gal"), *pk, args, 2), reps, block)
+            print(f"    galaxy, K = {k} PSF components: {t_k * 1e6:8.1f} us/call ({t_k / len(pix) * 1e9:.1f} ns/row)")
         print(f"    one bvn_log_derivs call (value, 5 first, 15 second derivatives): {bvn_ns(reps):.1f} ns")
         for kind in ("star", "gal"):
             r = res[kind]
