@@ -45,7 +45,6 @@ Everything is seeded: the same arguments give the same numbers.
 """
 import argparse
 import heapq
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np

@@ -152,7 +152,7 @@ def footprint_from_header(header, path=""):
 
     try:
         w, h = int(header["NAXIS1"]), int(header["NAXIS2"])
-    except (KeyError, ValueError, TypeError, VerifyError):
+    except (KeyError, ValueError, TypeError, OverflowError, VerifyError):
         raise DataError(f"{path}: header has no NAXIS1/NAXIS2") from None
     wcs = sdss._make_wcs(header, path)
     x = np.array([-0.5, w - 0.5, w - 0.5, -0.5])

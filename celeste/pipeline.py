@@ -505,7 +505,7 @@ def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_
             hdr[f"RESNP_{BANDS[b].upper()}"] = npx
             log.info("band %s: residual sd %.4f over %d pixels of the region", BANDS[b], sd, npx)
         cat = merge_results(rd, [b.box_id for b in boxes], out_path, meta=hdr, overwrite=overwrite,
-                            drop=TIMING_COLUMNS)
+                            drop_columns=TIMING_COLUMNS)
         log.info("wrote %s: %d sources, %.1f s", out_path, len(cat), time.time() - t0)
     if comm is not None and size > 1:
         comm.Barrier()

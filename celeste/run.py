@@ -829,7 +829,7 @@ def _run_one(tid, process_fn, rd, rank, durations, failed):
 # ---------------------------------------------------------------------------
 # merging
 
-def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False, drop=()):
+def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False, drop_columns=()):
     """Stack every box's result into one catalog sorted by ``objid``.
 
     Parameters
@@ -843,7 +843,7 @@ def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False, drop=
     meta : dict, optional
         Header keys for the catalog table (added after the keys every box
         table shares; the per-box keys ``CEL_BOX`` etc. are dropped).
-    drop : sequence of str
+    drop_columns : sequence of str
         Columns kept in the box files but left out of the catalog (e.g. timings,
         which would make catalogs of identical runs differ).
     overwrite : bool
@@ -898,7 +898,7 @@ def merge_results(run_dir, task_ids, out_path, meta=None, overwrite=False, drop=
     for tb in nonempty:
         tb = tb.copy(copy_data=False)
         tb.meta.clear()
-        stripped.append(tb[[c for c in cols0 if c not in drop]])
+        stripped.append(tb[[c for c in cols0 if c not in drop_columns]])
     try:
         merged = vstack(stripped, join_type="exact", metadata_conflicts="silent") if len(stripped) > 1 else stripped[0]
     except Exception as exc:

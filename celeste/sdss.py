@@ -338,7 +338,8 @@ def read_frame(path, box=None):
             raise
         except ConfigError:
             raise
-        except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, VerifyError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError,
+                VerifyError) as exc:
             raise DataError(f"{path}: cannot read frame content (truncated or corrupt?): {exc}") from exc
     finally:
         hdul.close()
@@ -539,6 +540,8 @@ def read_psfield(path, band, size=25):
         raise DataError(f"{path}: HDU {b + 1} lacks PSF columns {missing}")
     col = lambda n: tab[names[n]]  # noqa: E731
     k = len(tab)
+    if k == 0:
+        raise DataError(f"{path}: HDU {b + 1} has no PSF components")
     nrow, ncol = int(col("rnrow")[0]), int(col("rncol")[0])
     if k == 0 or nrow != ncol:
         raise DataError(f"{path}: HDU {b + 1} has {k} PSF components of {nrow} x {ncol} pixels")
@@ -569,7 +572,7 @@ def _fpm_plane_hdus(fits, path):
         tab = last.read()
         names = {n.lower(): n for n in tab.dtype.names}
         attr, value = tab[names["attributename"]], tab[names["value"]]
-    except (KeyError, ValueError, TypeError, OSError) as exc:
+    except (KeyError, ValueError, TypeError, OSError, AttributeError) as exc:
         raise DataError(f"{path}: last HDU does not name the mask planes: {exc}") from exc
     planes = {}
     for a, v in zip(attr, value):
