@@ -187,7 +187,7 @@ def shape_cov_derivs(theta, jac, s, ds, d2s):
 
 
 @kernel
-def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s,
+def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s,
                   star_pre, gal_pre):
     """Per-image means, covariances (and their precomputed constants, :func:`kernels.bvn.bvn_precompute`)
     and shape derivatives of every bivariate normal."""
@@ -204,6 +204,11 @@ def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov
         cx = img[n, IMG_AX] + j00 * ue + j01 * un
         cy = img[n, IMG_AY] + j10 * ue + j11 * un
         shape_cov_derivs(theta, img[n, IMG_J00:IMG_J11 + 1], s, ds, d2s)
+        for i in range(3):
+            for c in range(3):
+                img_ds[n, i, c] = ds[i, c]
+                for i2 in range(3):
+                    img_d2s[n, i, i2, c] = d2s[i, i2, c]
         for k in range(K):
             star_mean[n, k, 0] = cx + psf[n, k, 1]
             star_mean[n, k, 1] = cy + psf[n, k, 2]
@@ -221,11 +226,6 @@ def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov
                         gal_cov[n, p, j, k, c] = nu * s[c] + psf[n, k, 3 + c]
                     bvn_precompute(gal_cov[n, p, j, k, 0], gal_cov[n, p, j, k, 1], gal_cov[n, p, j, k, 2],
                                    gal_pre[n, p, j, k])
-                    for c in range(3):
-                        for i in range(3):
-                            gal_ds[n, p, j, i, c] = nu * ds[i, c]
-                            for i2 in range(3):
-                                gal_d2s[n, p, j, i, i2, c] = nu * d2s[i, i2, c]
 
 
 @kernel
@@ -311,11 +311,11 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
     gal_mean = np.empty((n_img, 2, J, K, 2))
     gal_cov = np.empty((n_img, 2, J, K, 3))
     gal_amp = np.empty((n_img, 2, J, K))
-    gal_ds = np.empty((n_img, 2, J, 3, 3))
-    gal_d2s = np.empty((n_img, 2, J, 3, 3, 3))
+    img_ds = np.empty((n_img, 3, 3))
+    img_d2s = np.empty((n_img, 3, 3, 3))
     star_pre = np.empty((n_img, K, N_PRE))
     gal_pre = np.empty((n_img, 2, J, K, N_PRE))
-    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s,
+    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s,
                   star_pre, gal_pre)
     m1 = np.empty((2, 5))
     m2 = np.empty((2, 5))
@@ -344,7 +344,12 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
     HGp = np.zeros((2, N_XI, N_XI))
     Gg = np.zeros(N_XI)
     HGg = np.zeros((N_XI, N_XI))
-    gxi = np.empty(N_XI)
+    Gm = np.zeros(2)
+    Gc = np.zeros(3)
+    Hmm = np.zeros((2, 2))
+    Hmc = np.zeros((2, 3))
+    Hcc = np.zeros((3, 3))
+    Jm = np.zeros((2, 2))
     dEG = np.empty(N_W)
     dEG2 = np.empty(N_W)
     dVG = np.empty(N_W)
@@ -388,14 +393,29 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
         if mode == 2:
             HGs[1, 0] = HGs[0, 1]
         # ---- galaxy profiles
+        Jm[0, 0] = j00
+        Jm[0, 1] = j01
+        Jm[1, 0] = j10
+        Jm[1, 1] = j11
         for p in range(2):
             gp[p] = 0.0
             if mode >= 1:
-                for a in range(N_XI):
-                    Gp[p, a] = 0.0
-                    if mode == 2:
+                Gm[0] = 0.0
+                Gm[1] = 0.0
+                for c in range(3):
+                    Gc[c] = 0.0
+                if mode == 2:
+                    for a in range(N_XI):
                         for b in range(N_XI):
                             HGp[p, a, b] = 0.0
+                    for a in range(2):
+                        for b in range(2):
+                            Hmm[a, b] = 0.0
+                        for c in range(3):
+                            Hmc[a, c] = 0.0
+                    for a in range(3):
+                        for b in range(3):
+                            Hcc[a, b] = 0.0
             for j in range(J):
                 for k in range(K):
                     amp = gal_amp[n, p, j, k]
@@ -412,38 +432,60 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
                     f = bvn_log_derivs_pre(dx, dy, gal_pre[n, p, j, k], g5, h5)
                     val = amp * math.exp(f)
                     gp[p] += val
-                    # gradient of f in xi = (ue, un, -, axis, angle, scale)
-                    gxi[0] = j00 * g5[0] + j10 * g5[1]
-                    gxi[1] = j01 * g5[0] + j11 * g5[1]
-                    gxi[2] = 0.0
-                    for i in range(3):
-                        gxi[3 + i] = (gal_ds[n, p, j, i, 0] * g5[2] + gal_ds[n, p, j, i, 1] * g5[3]
-                                      + gal_ds[n, p, j, i, 2] * g5[4])
-                    for a in range(N_XI):
-                        Gp[p, a] += val * gxi[a]
+                    # accumulate in the bivariate normal's own coordinates (mean, covariance / nu);
+                    # the chain rule to xi is applied once per pixel below
+                    nu = proto[p, j, 1]
+                    vn = val * nu
+                    Gm[0] += val * g5[0]
+                    Gm[1] += val * g5[1]
+                    for c in range(3):
+                        Gc[c] += vn * g5[2 + c]
                     if mode == 2:
-                        # mean-mean block
-                        a00 = j00 * (h5[0, 0] * j00 + h5[0, 1] * j10) + j10 * (h5[1, 0] * j00 + h5[1, 1] * j10)
-                        a01 = j00 * (h5[0, 0] * j01 + h5[0, 1] * j11) + j10 * (h5[1, 0] * j01 + h5[1, 1] * j11)
-                        a11 = j01 * (h5[0, 0] * j01 + h5[0, 1] * j11) + j11 * (h5[1, 0] * j01 + h5[1, 1] * j11)
-                        HGp[p, 0, 0] += val * (gxi[0] * gxi[0] + a00)
-                        HGp[p, 0, 1] += val * (gxi[0] * gxi[1] + a01)
-                        HGp[p, 1, 1] += val * (gxi[1] * gxi[1] + a11)
-                        for i in range(3):
-                            # mean-shape: sum_c d2f/dm dS_c * dS_c/di, then J^T
-                            mx = (h5[0, 2] * gal_ds[n, p, j, i, 0] + h5[0, 3] * gal_ds[n, p, j, i, 1]
-                                  + h5[0, 4] * gal_ds[n, p, j, i, 2])
-                            my = (h5[1, 2] * gal_ds[n, p, j, i, 0] + h5[1, 3] * gal_ds[n, p, j, i, 1]
-                                  + h5[1, 4] * gal_ds[n, p, j, i, 2])
-                            HGp[p, 0, 3 + i] += val * (gxi[0] * gxi[3 + i] + j00 * mx + j10 * my)
-                            HGp[p, 1, 3 + i] += val * (gxi[1] * gxi[3 + i] + j01 * mx + j11 * my)
-                            for i2 in range(i, 3):
-                                acc = 0.0
-                                for c1 in range(3):
-                                    acc += g5[2 + c1] * gal_d2s[n, p, j, i, i2, c1]
-                                    for c2 in range(3):
-                                        acc += h5[2 + c1, 2 + c2] * gal_ds[n, p, j, i, c1] * gal_ds[n, p, j, i2, c2]
-                                HGp[p, 3 + i, 3 + i2] += val * (gxi[3 + i] * gxi[3 + i2] + acc)
+                        vnn = vn * nu
+                        Hmm[0, 0] += val * (g5[0] * g5[0] + h5[0, 0])
+                        Hmm[0, 1] += val * (g5[0] * g5[1] + h5[0, 1])
+                        Hmm[1, 1] += val * (g5[1] * g5[1] + h5[1, 1])
+                        for mu in range(2):
+                            for c in range(3):
+                                Hmc[mu, c] += vn * (g5[mu] * g5[2 + c] + h5[mu, 2 + c])
+                        for c1 in range(3):
+                            for c2 in range(c1, 3):
+                                Hcc[c1, c2] += vnn * (g5[2 + c1] * g5[2 + c2] + h5[2 + c1, 2 + c2])
+            if mode == 0:
+                continue
+            # chain rule: mean -> (ue, un) through J; covariance -> (axis, angle, scale) through ds, d2s
+            Gp[p, 0] = j00 * Gm[0] + j10 * Gm[1]
+            Gp[p, 1] = j01 * Gm[0] + j11 * Gm[1]
+            Gp[p, 2] = 0.0
+            for i in range(3):
+                Gp[p, 3 + i] = img_ds[n, i, 0] * Gc[0] + img_ds[n, i, 1] * Gc[1] + img_ds[n, i, 2] * Gc[2]
+            if mode == 2:
+                Hmm[1, 0] = Hmm[0, 1]
+                for c1 in range(3):
+                    for c2 in range(c1):
+                        Hcc[c1, c2] = Hcc[c2, c1]
+                for a in range(2):
+                    for b in range(a, 2):
+                        acc = 0.0
+                        for ua in range(2):
+                            for ub in range(2):
+                                acc += Jm[ua, a] * Hmm[ua, ub] * Jm[ub, b]
+                        HGp[p, a, b] = acc
+                for a in range(2):
+                    for i in range(3):
+                        acc = 0.0
+                        for mu in range(2):
+                            for c in range(3):
+                                acc += Jm[mu, a] * Hmc[mu, c] * img_ds[n, i, c]
+                        HGp[p, a, 3 + i] = acc
+                for i in range(3):
+                    for i2 in range(i, 3):
+                        acc = 0.0
+                        for c1 in range(3):
+                            acc += Gc[c1] * img_d2s[n, i, i2, c1]
+                            for c2 in range(3):
+                                acc += img_ds[n, i, c1] * Hcc[c1, c2] * img_ds[n, i2, c2]
+                        HGp[p, 3 + i, 3 + i2] = acc
         gg = th * gp[1] + (1.0 - th) * gp[0]
         # ---- expected light and its variance
         M1s = m1[0, band]
@@ -587,11 +629,11 @@ def source_light(theta, pix, img, psf, proto, eg, vg):
     gal_mean = np.empty((n_img, 2, J, K, 2))
     gal_cov = np.empty((n_img, 2, J, K, 3))
     gal_amp = np.empty((n_img, 2, J, K))
-    gal_ds = np.empty((n_img, 2, J, 3, 3))
-    gal_d2s = np.empty((n_img, 2, J, 3, 3, 3))
+    img_ds = np.empty((n_img, 3, 3))
+    img_d2s = np.empty((n_img, 3, 3, 3))
     star_pre = np.empty((n_img, K, N_PRE))
     gal_pre = np.empty((n_img, 2, J, K, N_PRE))
-    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, gal_ds, gal_d2s,
+    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s,
                   star_pre, gal_pre)
     m1 = np.empty((2, 5))
     m2 = np.empty((2, 5))
