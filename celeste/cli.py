@@ -134,6 +134,8 @@ def options_from_args(args):
         if args.overlap_arcsec < 0:
             raise ConfigError("--overlap-arcsec must be >= 0")
         opts.overlap_arcsec = args.overlap_arcsec
+    if opts.init in ("sep", "detect"):
+        opts.init = None  # the default method: SEP detection
     if opts.init and not os.path.exists(opts.init):
         raise ConfigError(f"--init {opts.init} does not exist")
     return opts
@@ -198,7 +200,7 @@ def main(argv=None):
         from .pipeline import run_job
 
         log.info("celeste %s: %s", __version__, " ".join(shlex.quote(a) for a in (argv or sys.argv)))
-        meta = {"COMMAND": " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))[-68:]}
+        meta = {"COMMAND": " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
         res = run_job(opts, out, run_dir, overwrite=bool(args.overwrite), restart=args.restart,
                       time_limit_s=time_limit, progress=not args.no_progress and rank == 0, meta=meta)
         if not res.complete:

@@ -12,8 +12,9 @@ option (``region`` for ``--region``, ``run_dir`` for ``--run-dir``, ...)::
 Keys
 ----
 region : array of 4 numbers, required
-    ``[ra_min, ra_max, dec_min, dec_max]`` in ICRS degrees, with
-    ``0 <= ra_min < ra_max <= 360`` and ``-90 <= dec_min < dec_max <= 90``.
+    ``[ra_min, ra_max, dec_min, dec_max]`` in ICRS degrees, with ra_min and ra_max in
+    [0, 360] and different (``ra_min > ra_max`` is a region crossing RA = 0) and
+    ``-90 <= dec_min < dec_max <= 90``.
 data_dir, out, run_dir, residual_png : string (path)
     Survey data folder, output catalog, run (checkpoint) directory, residual
     image to write.
@@ -235,9 +236,9 @@ def _check_region(value, key, where, root):
         raise ConfigError(f"{where}: key {key!r} must be [ra_min, ra_max, dec_min, dec_max], "
                           f"got {value!r}")
     ra_min, ra_max, dec_min, dec_max = (_number(v, key, where) for v in value)
-    if not 0.0 <= ra_min < ra_max <= 360.0:
-        raise ConfigError(f"{where}: key {key!r}: need 0 <= ra_min < ra_max <= 360 deg, "
-                          f"got ra_min={ra_min}, ra_max={ra_max}")
+    if not (0.0 <= ra_min <= 360.0 and 0.0 <= ra_max <= 360.0 and ra_min != ra_max):
+        raise ConfigError(f"{where}: key {key!r}: need ra_min, ra_max in [0, 360] deg and different "
+                          f"(ra_min > ra_max crosses RA = 0), got ra_min={ra_min}, ra_max={ra_max}")
     if not -90.0 <= dec_min < dec_max <= 90.0:
         raise ConfigError(f"{where}: key {key!r}: need -90 <= dec_min < dec_max <= 90 deg, "
                           f"got dec_min={dec_min}, dec_max={dec_max}")

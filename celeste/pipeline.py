@@ -92,7 +92,28 @@ class JobOptions:
         d["region"] = list(self.region)
         d["bands"] = list(self.bands)
         d["data_dir"] = os.path.abspath(self.data_dir)
+        d["code"] = code_hash()
         return d
+
+
+def code_hash():
+    """SHA-256 (16 hex digits) of the package's and the kernels' sources and the priors file.
+
+    Recorded in the run directory's manifest, so that a resumed run never mixes boxes made
+    by different code (a rerun after an upgrade or an edit needs ``--restart``).
+    """
+    import glob
+    import hashlib
+
+    h = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    kdir = os.path.join(os.path.dirname(here), "kernels")
+    for path in sorted(glob.glob(os.path.join(here, "*.py")) + glob.glob(os.path.join(kdir, "*.py"))
+                       + glob.glob(os.path.join(here, "data", "*.json"))):
+        h.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------- fields
@@ -178,7 +199,11 @@ def read_init_catalog(path):
         raise DataError(f"--init catalog {path} does not exist") from None
     except Exception as exc:  # astropy raises many types for bad files
         raise DataError(f"cannot read --init catalog {path}: {exc}") from None
-    names = {c.lower(): c for c in cat.colnames}
+    names = {}
+    for c in cat.colnames:
+        if c.lower() in names:
+            raise DataError(f"--init catalog {path} has columns {names[c.lower()]!r} and {c!r} that differ only in case")
+        names[c.lower()] = c
     for need in ("ra", "dec"):
         if need not in names:
             raise DataError(f"--init catalog {path} has no '{need}' column (columns: {', '.join(cat.colnames)})")
@@ -253,6 +278,20 @@ def refine_sky(image, mesh=SKY_MESH_PX):
     return float(np.median(corr))
 
 
+def _fit_psf(stamp, source):
+    """PSF mixture with PSF_COMPONENTS components, falling back to fewer if the fit degenerates."""
+    from .errors import NumericalError
+
+    last = None
+    for k in range(PSF_COMPONENTS, 1, -1):
+        try:
+            return fit_psf_mixture(stamp, n_components=k, source=source)
+        except NumericalError as exc:
+            log.warning("%s", exc)
+            last = exc
+    raise last
+
+
 def box_images(opts, box, fields):
     """Cutouts of every field's bands over the box's extended region, with PSF mixtures.
 
@@ -278,7 +317,7 @@ def box_images(opts, box, fields):
                 refine_sky(im)
             H, W = im.shape
             stamp = im.psf_at(0.5 * (W - 1), 0.5 * (H - 1))
-            mix = fit_psf_mixture(stamp, n_components=PSF_COMPONENTS, source=f"{im.path} (band {BANDS[im.band]})")
+            mix = _fit_psf(stamp, f"{im.path} (band {BANDS[im.band]})")
             images.append(im)
             mixes.append(mix.as_array())
     return images, mixes
@@ -483,7 +522,23 @@ def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_
     def task(i):
         return process_box(opts, boxes[i], boxes, catalog, fields, priors, progress=show)
 
-    summary = run_tasks([b.box_id for b in boxes], task, rd, comm=comm, time_limit_s=time_limit_s,
+    remaining_s = None
+    if time_limit_s is not None:
+        # the limit counts from the start of the job (detection included)
+        remaining_s = time_limit_s - (time.time() - t0)
+        if comm is not None and size > 1:
+            remaining_s = comm.bcast(remaining_s, root=0)
+        if remaining_s <= 0:
+            if rank == 0:
+                log.warning("time limit reached before the box stage")
+            from .run import RunSummary
+
+            ids = [b.box_id for b in boxes]
+            done = rd.finished(ids)
+            summ = RunSummary(n_tasks=len(ids), n_skipped=len(done), n_done=0, done_by_rank=[0] * size,
+                              remaining=[i for i in ids if i not in done], stopped_by_time_limit=True)
+            return JobResult(None, False, len(fields), len(catalog), len(boxes), 0, time.time() - t0, summ)
+    summary = run_tasks([b.box_id for b in boxes], task, rd, comm=comm, time_limit_s=remaining_s,
                         progress=progress)
     if summary.failed:
         raise DataError("boxes failed (see the logs in %s): %s" % (
@@ -493,8 +548,8 @@ def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_
     cat = None
     hdr = dict(meta or {})
     hdr.update({"CEL_VER": __version__, "REGION": " ".join(f"{v:.6f}" for v in opts.region),
-                "DATADIR": os.path.abspath(opts.data_dir)[-68:], "NFIELDS": len(fields),
-                "PRIORS": (priors.path or "package")[-68:], "BOXSIZE": opts.box_arcsec,
+                "DATADIR": os.path.abspath(opts.data_dir), "NFIELDS": len(fields),
+                "PRIORS": priors.path or "package", "BOXSIZE": opts.box_arcsec,
                 "OVERLAP": opts.overlap_arcsec})
     for k, (r, c, f) in enumerate(fields[:99]):
         hdr[f"FIELD{k}"] = f"{r}-{c}-{f}"

@@ -264,8 +264,9 @@ def fit_psf_mixture(stamp, n_components=3, source="PSF stamp"):
     cov[:, 0, 0] = a * a
     cov[:, 0, 1] = cov[:, 1, 0] = a * c
     cov[:, 1, 1] = c * c + e * e
-    det = a * a * e * e
-    if not (np.all(np.isfinite(cov)) and np.all(det > 0) and np.all(w > 0)):
+    det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] ** 2
+    size = cov[:, 0, 0] + cov[:, 1, 1]
+    if not (np.all(np.isfinite(cov)) and np.all(det > 0) and np.all(w > 0) and np.all(size < stamp.size)):
         raise NumericalError(f"{source}: PSF mixture fit with K={k} gave a degenerate component")
     order = np.argsort(cov[:, 0, 0] + cov[:, 1, 1], kind="stable")
     return PsfMixture(weight=w[order].copy(), mean=mean[order].copy(), cov=cov[order].copy())

@@ -818,8 +818,13 @@ def _run_one(tid, process_fn, rd, rank, durations, failed):
         sec = _clock() - t0
         durations.append(sec)
         failed[tid] = f"{type(exc).__name__}: {exc}"
-        logger.error("rank %d: box %d failed after %.2f s: %s: %s\n%s", rank, tid, sec, type(exc).__name__, exc,
-                     traceback.format_exc())
+        if isinstance(exc, CelesteError):
+            # bad input or configuration: the message names the file; the traceback is for debugging only
+            logger.error("rank %d: box %d failed after %.2f s: %s: %s", rank, tid, sec, type(exc).__name__, exc)
+            logger.debug("traceback of box %d:\n%s", tid, traceback.format_exc())
+        else:
+            logger.error("rank %d: box %d failed after %.2f s: %s: %s\n%s", rank, tid, sec, type(exc).__name__, exc,
+                         traceback.format_exc())
         return False
     durations.append(sec)
     logger.info("rank %d: box %d done in %.2f s (%d rows)", rank, tid, sec, len(table))

@@ -28,6 +28,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from celeste.errors import NumericalError
 from astropy.io import fits
 from astropy.table import Table
 
@@ -471,9 +473,9 @@ def test_source_outside_every_image_is_flagged(data, tmp_path):
 
 
 @pytest.mark.parametrize("k", [
-    pytest.param(3, marks=pytest.mark.xfail(strict=True, reason="celeste.psf.fit_psf_mixture with K=3 returns a "
-                                            "component of variance ~1e27 px^2 (det 0 in floating point) here "
-                                            "instead of raising NumericalError")),
+    pytest.param(3, marks=pytest.mark.xfail(strict=True, raises=NumericalError,
+                                            reason="K=3 degenerates here (a component of variance ~1e27 px^2): "
+                                            "fit_psf_mixture raises NumericalError and the pipeline falls back")),
     4,
 ])
 def test_psf_mixture_near_north_edge_is_well_posed(k):
@@ -501,7 +503,6 @@ def test_region_at_north_edge_runs(data, tmp_path):
 # ------------------------------------------------------------------ no traceback (subprocess)
 
 
-@pytest.mark.xfail(strict=True, reason="run._run_one logs the traceback of a box's DataError to stderr")
 def test_bad_frame_no_traceback_subprocess(data, tmp_path):
     """The real command on a truncated frame: exit 2, one message naming the file, no traceback."""
     path = fpath(data, frame_name("g"))

@@ -118,8 +118,6 @@ def test_catalog_header(e2e):
         assert m[f"FLAG{bit}"] == text[:68]
 
 
-@pytest.mark.xfail(strict=True, reason="cli.main keeps only the last 68 characters of COMMAND (and pipeline.run_job "
-                                       "of DATADIR, PRIORS); astropy writes long strings with CONTINUE cards")
 def test_header_command_is_complete(e2e):
     m = Table.read(e2e["out"]).meta
     for word in ("--region", *TINY, "--data-dir", e2e["data"], "--out", e2e["out"]):
@@ -228,8 +226,6 @@ def test_restart_discards_old_results_and_writes_atomically(plain_data, tmp_path
     assert not _temp_files(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="jobs._check_region requires ra_min < ra_max, but RA_MIN > RA_MAX is a "
-                                       "valid region crossing RA = 0 (issue 3; the CLI flags accept it)")
 def test_job_file_region_crossing_ra0(tmp_path, capsys):
     job = tmp_path / "proj" / "jobs" / "wrap.toml"
     job.parent.mkdir(parents=True)
@@ -278,9 +274,6 @@ def test_time_limit_forms_accepted(tmp_path, capsys, value):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the time limit is counted from the start of the box stage "
-                                       "(run.run_tasks), not of the job: detection time is not charged, so a box "
-                                       "is claimed after the limit has passed")
 def test_time_limit_counts_from_job_start(plain_data, tmp_path):  # noqa: F811
     """Detection of the field takes several seconds; with --time-limit 2 no box may start."""
     import time
@@ -294,8 +287,6 @@ def test_time_limit_counts_from_job_start(plain_data, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="--restart removes boxes/ but not the detection cache detect/boxes/: "
-                                       "the new run silently uses detections from the old data")
 def test_restart_redoes_detection(plain_data, tmp_path):  # noqa: F811
     """Detections from data that has since changed must not be reused: the first source's pixels
     are blanked in every band (a changed input file, so --restart is needed); after the restart

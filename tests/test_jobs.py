@@ -104,7 +104,7 @@ def test_missing_file_and_bad_toml(tmp_path):
 
 @pytest.mark.parametrize("line, key", [
     ("region = [1, 2, 3]", "region"),
-    ("region = [2, 1, 0, 1]", "region"),            # ra_min > ra_max
+    ("region = [2, 2, 0, 1]", "region"),            # ra_min == ra_max
     ("region = [1, 2, 0, 0]", "region"),            # empty dec range
     ("region = [1, 2, -91, 0]", "region"),
     ("region = [1, 361, 0, 1]", "region"),
