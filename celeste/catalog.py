@@ -40,12 +40,15 @@ FLAG_NOT_CONVERGED = 2
 FLAG_NO_SD = 4
 #: the source came from --init (not from detection)
 FLAG_USER_INIT = 8
+#: the source was found in the model's residuals (not by the initial detection)
+FLAG_RESIDUAL = 16
 
 FLAG_DOC = {
     FLAG_NO_PIXELS: "no unmasked pixel covers the source; values are the initial guesses",
     FLAG_NOT_CONVERGED: "Newton iterations did not converge in the last pass",
     FLAG_NO_SD: "posterior sd unavailable (Hessian not negative definite)",
     FLAG_USER_INIT: "initialised from the user's --init catalog",
+    FLAG_RESIDUAL: "found in the residuals of the model (residual round)",
 }
 
 

@@ -45,6 +45,8 @@ def build_parser():
     p.add_argument("--max-passes", type=int, help="block-coordinate passes per box at most (default 3)")
     p.add_argument("--batch-size", type=int, help="sources per CYCLADES batch (default 64)")
     p.add_argument("--seed", type=int, help="seed of the batch order (default 0)")
+    p.add_argument("--residual-rounds", type=int, help="rounds of detection in the model residuals, each followed "
+                                                      "by more passes (default 1; 0 disables)")
     p.add_argument("--priors", help="priors JSON (default: the package's, fitted to Stripe 82)")
     p.add_argument("--time-limit", help="stop claiming boxes in time to finish within this many seconds "
                                         "(or HH:MM:SS); exit status 3 when incomplete")
@@ -124,6 +126,10 @@ def options_from_args(args):
         inf.batch_size = args.batch_size
     if args.seed is not None:
         inf.seed = args.seed
+    if args.residual_rounds is not None:
+        if args.residual_rounds < 0:
+            raise ConfigError("--residual-rounds must be >= 0")
+        inf.residual_rounds = args.residual_rounds
     opts = JobOptions(region=(ra_min, ra_max, dec_min, dec_max), data_dir=args.data_dir, bands=bands,
                       init=args.init, priors=args.priors, infer=inf)
     if args.box_arcsec is not None:

@@ -83,6 +83,9 @@ class InferOptions:
         Bounds of the active radius.
     seed : int
         Seed of the batch order.
+    residual_rounds : int
+        Rounds of detection in the residuals (:meth:`BoxModel.residual_peaks`) followed by
+        more passes with the new sources.
     """
 
     threads: int = 1
@@ -96,6 +99,7 @@ class InferOptions:
     min_radius_px: float = 4.0
     max_radius_px: float = 40.0
     seed: int = 0
+    residual_rounds: int = 1
 
 
 def local_jacobian(wcs, ra0, dec0, step_arcsec=1.0):
@@ -225,7 +229,7 @@ class BoxModel:
     options : InferOptions
     """
 
-    def __init__(self, images, psf_mixtures, catalog, priors, options=None):
+    def __init__(self, images, psf_mixtures, catalog, priors, options=None, theta0=None):
         self.options = options or InferOptions()
         self.images = images
         self.catalog = catalog
@@ -245,6 +249,13 @@ class BoxModel:
             np.ascontiguousarray(np.stack([pa["shape_mean"], pa["shape_var"]], axis=1)),
         )
         self.theta = np.array([init_theta(catalog[i]) for i in range(self.n_src)]).reshape(self.n_src, P.N_PARAMS)
+        #: sources already optimized (warm start): their first update is a single Newton run
+        self.fitted = np.zeros(self.n_src, dtype=bool)
+        if theta0 is not None:
+            for i, th in enumerate(theta0):
+                if th is not None:
+                    self.theta[i] = th
+                    self.fitted[i] = True
         self.anchor = np.stack([np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float)], axis=1)
         self.info = np.zeros((self.n_src, N_INFO))
         self.seconds = np.zeros(self.n_src)  # optimizer wall time per source, summed over passes
@@ -400,7 +411,7 @@ class BoxModel:
         info = np.zeros(N_INFO)
         args = (pix, self.src_imgtab[s], self.src_psf[s], self.proto) + self.prior_args
         t0 = time.perf_counter()
-        if first:
+        if first and not self.fitted[s]:
             f = fit_source(th, *args, opt.max_iter, opt.f_tol, opt.g_tol, info)
         else:
             f = optimize_source(th, *args, opt.max_iter, opt.f_tol, opt.g_tol, info)
@@ -449,6 +460,7 @@ class BoxModel:
                 if first:
                     # brightest first on the first pass: their light dominates their neighbours'
                     order = np.argsort(-self.theta[:, P.R_MEAN[0]], kind="stable")
+                    self._first_pass = True
                 deltas = np.zeros(self.n_src)
                 t0 = time.time()
                 for b0 in range(0, self.n_src, opt.batch_size):
@@ -557,6 +569,95 @@ class BoxModel:
             rss[im.band] += float(np.sum(r * r))
             npix[im.band] += r.size
         return rss, npix
+
+    def residual_peaks(self, band=2, snr=6.0, min_sep_px=2.0, contrast=1.0):
+        """Unmodelled point sources: peaks of the PSF-matched residual of every image in ``band``.
+
+        For image n, R = (x - F) / iota (nmgy) and V = F / iota^2 its variance; with the PSF
+        stamp p of the image (the mixture rendered on a 15 x 15 grid), the matched-filter
+        significance is S = (R * p) / sqrt(V * p^2) (* = correlation), and
+        f = (R * p) / sum p^2 the flux of a point source at that pixel.  A peak is a pixel
+        where S > ``snr`` and S is the 3 x 3 maximum, farther than ``min_sep_px`` from every
+        modelled source, whose f exceeds ``contrast`` times the same estimate from the model
+        light there (PSF-shaped residuals of bright stars are not new sources).  Its position
+        is refined by a parabola through the 3 x 3 neighbourhood of S.
+
+        Returns
+        -------
+        ra, dec, flux : ndarray (m,)
+            Degrees, degrees, nmgy (in ``band``).
+        """
+        from scipy.ndimage import correlate, maximum_filter
+
+        from .psf import PsfMixture, psf_mixture_image
+
+        out_ra, out_dec, out_f = [], [], []
+        res = self.source_results()
+        for n, im in enumerate(self.images):
+            if im.band != band:
+                continue
+            m = self.psf[n]
+            mix = PsfMixture(weight=m[:, 0], mean=m[:, 1:3],
+                             cov=np.stack([np.stack([m[:, 3], m[:, 4]], -1), np.stack([m[:, 4], m[:, 5]], -1)], 1))
+            p = psf_mixture_image(mix, (15, 15))
+            F = self.model_image(n)
+            iota = self.iota[n]
+            good = self.good[n]
+            R = np.where(good, (self.counts[n] - F) / iota, 0.0)
+            V = np.where(good, F / iota ** 2, 0.0)
+            num = correlate(R, p, mode="constant")
+            den = np.sqrt(np.maximum(correlate(V, p * p, mode="constant"), 1e-30))
+            S = num / den
+            flux = num / np.sum(p * p)
+            mflux = correlate(self.E_tot[n], p, mode="constant") / np.sum(p * p)
+            peak = (S > snr) & (S == maximum_filter(S, size=3)) & good & (flux > contrast * mflux)
+            H, W = S.shape
+            peak[:2, :] = peak[-2:, :] = False
+            peak[:, :2] = peak[:, -2:] = False
+            ys, xs = np.nonzero(peak)
+            if len(xs) == 0:
+                continue
+            sx, sy = im.wcs.all_world2pix(res["ra"], res["dec"], 0)
+            from scipy.spatial import cKDTree
+
+            keep = np.ones(len(xs), bool)
+            known = np.stack([sx, sy], 1)
+            known = known[np.all(np.isfinite(known), axis=1)]
+            if len(known):
+                d, _ = cKDTree(known).query(np.stack([xs, ys], 1))
+                keep &= d > min_sep_px
+            xs, ys = xs[keep], ys[keep]
+            # sub-pixel refinement
+            fx = np.zeros(len(xs))
+            fy = np.zeros(len(xs))
+            for i, (x, y) in enumerate(zip(xs, ys)):
+                c, l, r_ = S[y, x], S[y, x - 1], S[y, x + 1]
+                dn, up = S[y - 1, x], S[y + 1, x]
+                den_x = l - 2 * c + r_
+                den_y = dn - 2 * c + up
+                fx[i] = np.clip(0.5 * (l - r_) / den_x, -0.5, 0.5) if den_x < 0 else 0.0
+                fy[i] = np.clip(0.5 * (dn - up) / den_y, -0.5, 0.5) if den_y < 0 else 0.0
+            ra, dec = im.wcs.all_pix2world(xs + fx, ys + fy, 0)
+            out_ra.append(ra)
+            out_dec.append(dec)
+            out_f.append(flux[ys, xs])
+        if not out_ra:
+            return np.zeros(0), np.zeros(0), np.zeros(0)
+        ra, dec, f = np.concatenate(out_ra), np.concatenate(out_dec), np.concatenate(out_f)
+        # peaks from overlapping images of the same band: keep the first within min_sep
+        order = np.lexsort((dec, ra))
+        ra, dec, f = ra[order], dec[order], f[order]
+        if len(ra) > 1:
+            from scipy.spatial import cKDTree
+
+            cosd = np.cos(np.radians(np.median(dec)))
+            pts = np.stack([ra * cosd, dec], 1) * 3600.0
+            pairs = cKDTree(pts).query_pairs(0.8, output_type="ndarray")
+            drop = np.zeros(len(ra), bool)
+            if len(pairs):
+                drop[np.maximum(pairs[:, 0], pairs[:, 1])] = True
+            ra, dec, f = ra[~drop], dec[~drop], f[~drop]
+        return ra, dec, f
 
     def model_image(self, n):
         """Expected counts F = iota (sky + sum E[G]) of image n (electrons), shape (H, W)."""

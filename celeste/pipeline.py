@@ -25,7 +25,7 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from . import BANDS, __version__
-from .catalog import FLAG_USER_INIT, make_objid, results_table
+from .catalog import FLAG_RESIDUAL, FLAG_USER_INIT, make_objid, results_table
 from .errors import ConfigError, DataError
 from .fieldindex import find_fields
 from .infer import BoxModel, InferOptions
@@ -362,9 +362,24 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
                    unit="src", leave=False, dynamic_ncols=True)
     try:
         model.run(progress=bar.update if bar is not None else None)
+        for rnd in range(opts.infer.residual_rounds):
+            new_ra, new_dec, new_flux = model.residual_peaks()
+            if len(new_ra) == 0:
+                break
+            log.info("box %d: residual round %d adds %d sources", box.box_id, rnd + 1, len(new_ra))
+            old = model.theta
+            sub = _add_sources(sub, new_ra, new_dec, new_flux)
+            model = BoxModel(images, mixes, sub, priors, opts.infer,
+                             theta0=list(old) + [None] * len(new_ra))
+            if bar is not None:
+                bar.total += model.n_src * opts.infer.max_passes
+            model.run(progress=bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
+    ra_s = np.asarray(sub["ra"], float)
+    dec_s = np.asarray(sub["dec"], float)
+    owned = (owner_box(boxes, ra_s, dec_s) == box.box_id) & np.asarray(in_region(opts.region, ra_s, dec_s), bool)
     log.info("box %d: %d sources (%d owned) optimized in %d passes, %.1f s", box.box_id, model.n_src,
              int(owned.sum()), model.passes_done, time.time() - t0)
     res = model.source_results()
@@ -384,6 +399,34 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
             tab.meta[f"RSS_{BANDS[b].upper()}"] = float(rss[b])
             tab.meta[f"NPIX_{BANDS[b].upper()}"] = int(npix[b])
     return tab
+
+
+def _add_sources(sub, ra, dec, flux_r):
+    """The box's catalog with sources found in the residuals appended (objid from position)."""
+    new = Table()
+    for name in sub.colnames:
+        col = sub[name]
+        if name == "ra":
+            new[name] = np.asarray(ra, float)
+        elif name == "dec":
+            new[name] = np.asarray(dec, float)
+        elif name == "objid":
+            new[name] = make_objid(ra, dec)
+        elif name == "flux_r":
+            new[name] = np.asarray(flux_r, float)
+        elif name == "is_star_guess":
+            new[name] = np.full(len(ra), 0.8)
+        elif name == "init_flags":
+            new[name] = np.full(len(ra), FLAG_RESIDUAL, np.int32)
+        elif col.dtype.kind == "f":
+            new[name] = np.full(len(ra), np.nan)
+        else:
+            new[name] = np.zeros(len(ra), dtype=col.dtype)
+    if "init_flags" not in sub.colnames:
+        sub = sub.copy()
+        sub["init_flags"] = np.zeros(len(sub), np.int32)
+        new["init_flags"] = np.full(len(ra), FLAG_RESIDUAL, np.int32)
+    return vstack([sub, new], metadata_conflicts="silent")
 
 
 def _empty_results():
