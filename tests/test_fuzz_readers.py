@@ -389,8 +389,6 @@ def test_read_init_catalog_fuzz(cols, edits):
             assert np.all(np.abs(np.asarray(cat["dec"], float)) <= 90)
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.read_init_catalog renames RA -> ra and hits astropy's KeyError "
-                                       "when both exist")
 def test_init_catalog_case_clash(tmp_path):
     from astropy.table import Table
 
