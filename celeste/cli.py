@@ -130,6 +130,8 @@ def options_from_args(args):
         if args.residual_rounds < 0:
             raise ConfigError("--residual-rounds must be >= 0")
         inf.residual_rounds = args.residual_rounds
+    elif args.init:
+        inf.residual_rounds = 0  # a user's catalog is kept as given unless residual rounds are asked for
     opts = JobOptions(region=(ra_min, ra_max, dec_min, dec_max), data_dir=args.data_dir, bands=bands,
                       init=args.init, priors=args.priors, infer=inf)
     if args.box_arcsec is not None:

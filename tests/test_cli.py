@@ -92,7 +92,7 @@ def test_catalog_values_in_range(e2e):
         f, sd = np.asarray(cat[f"flux_{b}"]), np.asarray(cat[f"flux_{b}_sd"])
         assert np.all(f > 0) and np.all(np.isfinite(sd) & (sd > 0))
         np.testing.assert_allclose(cat[f"mag_{b}"], 22.5 - 2.5 * np.log10(f), rtol=1e-12)
-    assert np.all(cat["flags"] & ~(FLAG_NO_PIXELS | 2 | 4) == 0)  # no --init flag: detection run
+    assert np.all(cat["flags"] & ~(FLAG_NO_PIXELS | 2 | 4 | 16) == 0)  # no --init flag (8): detection run
     assert np.array_equal(np.asarray(cat["objid"]), np.sort(np.asarray(cat["objid"])))
 
 
