@@ -46,62 +46,9 @@ def bvn_log_derivs(dx, dy, a, b, c, g, h):
     float
         f = ln N(p; m, Sigma).  See the module docstring for the formulas.
     """
-    det = a * c - b * b
-    p00 = c / det
-    p01 = -b / det
-    p11 = a / det
-    z0 = p00 * dx + p01 * dy
-    z1 = p01 * dx + p11 * dy
-    f = -LOG_2PI - 0.5 * math.log(det) - 0.5 * (dx * z0 + dy * z1)
-    g[0] = z0
-    g[1] = z1
-    g[2] = 0.5 * (z0 * z0 - p00)
-    g[3] = z0 * z1 - p01
-    g[4] = 0.5 * (z1 * z1 - p11)
-    h[0, 0] = -p00
-    h[0, 1] = -p01
-    h[1, 0] = -p01
-    h[1, 1] = -p11
-    # E_s z for s = a, b, c
-    ea0, ea1 = z0, 0.0
-    eb0, eb1 = z1, z0
-    ec0, ec1 = 0.0, z1
-    # d2f/dm dS_s = -P E_s z
-    h[0, 2] = -(p00 * ea0 + p01 * ea1)
-    h[1, 2] = -(p01 * ea0 + p11 * ea1)
-    h[0, 3] = -(p00 * eb0 + p01 * eb1)
-    h[1, 3] = -(p01 * eb0 + p11 * eb1)
-    h[0, 4] = -(p00 * ec0 + p01 * ec1)
-    h[1, 4] = -(p01 * ec0 + p11 * ec1)
-    for i in range(2):
-        for j in range(2, 5):
-            h[j, i] = h[i, j]
-    # P E_s matrices, row-major (m00, m01, m10, m11)
-    # P E_a = [[p00, 0], [p01, 0]]; P E_b = [[p01, p00], [p11, p01]]; P E_c = [[0, p01], [0, p11]]
-    # tr(M_s M_t) = m00 n00 + m01 n10 + m10 n01 + m11 n11
-    taa = p00 * p00
-    tab = p00 * p01 + p01 * p00
-    tac = p01 * p01
-    tbb = p01 * p01 + p00 * p11 + p11 * p00 + p01 * p01
-    tbc = p01 * p11 + p11 * p01
-    tcc = p11 * p11
-    # quadratic forms (E_s z)^T P (E_t z)
-    qaa = ea0 * (p00 * ea0 + p01 * ea1) + ea1 * (p01 * ea0 + p11 * ea1)
-    qab = ea0 * (p00 * eb0 + p01 * eb1) + ea1 * (p01 * eb0 + p11 * eb1)
-    qac = ea0 * (p00 * ec0 + p01 * ec1) + ea1 * (p01 * ec0 + p11 * ec1)
-    qbb = eb0 * (p00 * eb0 + p01 * eb1) + eb1 * (p01 * eb0 + p11 * eb1)
-    qbc = eb0 * (p00 * ec0 + p01 * ec1) + eb1 * (p01 * ec0 + p11 * ec1)
-    qcc = ec0 * (p00 * ec0 + p01 * ec1) + ec1 * (p01 * ec0 + p11 * ec1)
-    h[2, 2] = -qaa + 0.5 * taa
-    h[2, 3] = -qab + 0.5 * tab
-    h[2, 4] = -qac + 0.5 * tac
-    h[3, 3] = -qbb + 0.5 * tbb
-    h[3, 4] = -qbc + 0.5 * tbc
-    h[4, 4] = -qcc + 0.5 * tcc
-    h[3, 2] = h[2, 3]
-    h[4, 2] = h[2, 4]
-    h[4, 3] = h[3, 4]
-    return f
+    pre = np.empty(N_PRE)
+    bvn_precompute(a, b, c, pre)
+    return bvn_log_derivs_pre(dx, dy, pre, g, h)
 
 
 @kernel

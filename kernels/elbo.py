@@ -229,6 +229,35 @@ def _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov
 
 
 @kernel
+def _prepare(theta, img, psf, proto):
+    """Everything per source and image that does not depend on the pixel (see :func:`_setup_images`,
+    :func:`flux_moments`); returns the arrays as a tuple, and chi = q(star), th = theta_dev."""
+    n_img = img.shape[0]
+    K = psf.shape[1]
+    J = proto.shape[1]
+    star_mean = np.empty((n_img, K, 2))
+    star_cov = np.empty((n_img, K, 3))
+    gal_mean = np.empty((n_img, 2, J, K, 2))
+    gal_cov = np.empty((n_img, 2, J, K, 3))
+    gal_amp = np.empty((n_img, 2, J, K))
+    img_ds = np.empty((n_img, 3, 3))
+    img_d2s = np.empty((n_img, 3, 3, 3))
+    star_pre = np.empty((n_img, K, N_PRE))
+    gal_pre = np.empty((n_img, 2, J, K, N_PRE))
+    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s,
+                  star_pre, gal_pre)
+    m1 = np.empty((2, 5))
+    m2 = np.empty((2, 5))
+    dln1 = np.empty((2, 5, 10))
+    dln2 = np.empty((2, 5, 10))
+    flux_moments(theta, m1, m2, dln1, dln2)
+    chi = 1.0 / (1.0 + math.exp(-theta[P.A_STAR]))
+    th = 1.0 / (1.0 + math.exp(-theta[P.E_DEV]))
+    return (star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s, star_pre, gal_pre, m1, m2, dln1,
+            dln2, chi, th)
+
+
+@kernel
 def _chain_to_theta(theta, m1, m2, dln1, dln2, gw, hw, band, grad, hess):
     """Add J^T gw and J^T hw J + sum_i gw_i d2 w_i for one band into grad and hess."""
     # Jacobian rows: dw_i / dtheta as (index list, values); built densely (11 x 27), cheap.
@@ -303,27 +332,10 @@ def source_loglik(theta, pix, img, psf, proto, mode, grad, hess):
         without the constant -ln x!).  -inf if some E[F] <= 0.
     """
     n_pix = pix.shape[0]
-    n_img = img.shape[0]
     K = psf.shape[1]
     J = proto.shape[1]
-    star_mean = np.empty((n_img, K, 2))
-    star_cov = np.empty((n_img, K, 3))
-    gal_mean = np.empty((n_img, 2, J, K, 2))
-    gal_cov = np.empty((n_img, 2, J, K, 3))
-    gal_amp = np.empty((n_img, 2, J, K))
-    img_ds = np.empty((n_img, 3, 3))
-    img_d2s = np.empty((n_img, 3, 3, 3))
-    star_pre = np.empty((n_img, K, N_PRE))
-    gal_pre = np.empty((n_img, 2, J, K, N_PRE))
-    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s,
-                  star_pre, gal_pre)
-    m1 = np.empty((2, 5))
-    m2 = np.empty((2, 5))
-    dln1 = np.empty((2, 5, 10))
-    dln2 = np.empty((2, 5, 10))
-    flux_moments(theta, m1, m2, dln1, dln2)
-    chi = 1.0 / (1.0 + math.exp(-theta[P.A_STAR]))
-    th = 1.0 / (1.0 + math.exp(-theta[P.E_DEV]))
+    (star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s, star_pre, gal_pre, m1, m2, dln1, dln2, chi,
+     th) = _prepare(theta, img, psf, proto)
 
     if mode >= 1:
         for q in range(P.N_PARAMS):
@@ -621,27 +633,10 @@ def source_light(theta, pix, img, psf, proto, eg, vg):
     neighbours' background and model images.
     """
     n_pix = pix.shape[0]
-    n_img = img.shape[0]
     K = psf.shape[1]
     J = proto.shape[1]
-    star_mean = np.empty((n_img, K, 2))
-    star_cov = np.empty((n_img, K, 3))
-    gal_mean = np.empty((n_img, 2, J, K, 2))
-    gal_cov = np.empty((n_img, 2, J, K, 3))
-    gal_amp = np.empty((n_img, 2, J, K))
-    img_ds = np.empty((n_img, 3, 3))
-    img_d2s = np.empty((n_img, 3, 3, 3))
-    star_pre = np.empty((n_img, K, N_PRE))
-    gal_pre = np.empty((n_img, 2, J, K, N_PRE))
-    _setup_images(theta, img, psf, proto, star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s,
-                  star_pre, gal_pre)
-    m1 = np.empty((2, 5))
-    m2 = np.empty((2, 5))
-    dln1 = np.empty((2, 5, 10))
-    dln2 = np.empty((2, 5, 10))
-    flux_moments(theta, m1, m2, dln1, dln2)
-    chi = 1.0 / (1.0 + math.exp(-theta[P.A_STAR]))
-    th = 1.0 / (1.0 + math.exp(-theta[P.E_DEV]))
+    (star_mean, star_cov, gal_mean, gal_cov, gal_amp, img_ds, img_d2s, star_pre, gal_pre, m1, m2, dln1, dln2, chi,
+     th) = _prepare(theta, img, psf, proto)
     for ip in range(n_pix):
         n = int(pix[ip, PIX_IMG])
         band = int(img[n, IMG_BAND])
