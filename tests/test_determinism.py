@@ -10,6 +10,10 @@ detection and bzip2 decompression of every box would add.
   (every column except ``opt_seconds``, a timing).  Each MPI run must show one log file
   per rank (``logs/rank-NNNN.log``): a launcher that started N separate size-1 jobs
   would leave only ``rank-0000.log``.
+Runs from an ``--init`` catalog skip the residual round unless asked; the tests ask for one
+(``--residual-rounds 1``, the default of detection runs), so sources found in the model
+residuals are covered too.
+
 * ``--threads 1`` and ``--threads 2``: bit-for-bit equal (CYCLADES batches depend only
   on the seed; see :mod:`celeste.infer`).
 * A run under ``mpiexec -n 2`` killed (SIGKILL to its process group) after some boxes
@@ -84,7 +88,7 @@ def cli_command(data_dir, init, out, run_dir, ranks=None, threads=1, region=REGI
     """The celeste-infer command line (under mpiexec when ``ranks`` is given)."""
     cmd = [sys.executable, "-m", "celeste.cli", "--region", *region, *box_args, "--data-dir", str(data_dir),
            "--init", str(init), "--out", str(out), "--run-dir", str(run_dir), "--threads", str(threads),
-           "--overwrite", "--no-progress"]
+           "--residual-rounds", "1", "--overwrite", "--no-progress"]
     if ranks is not None:
         cmd = [MPIEXEC, "-n", str(ranks)] + cmd
     return cmd
