@@ -26,9 +26,11 @@ What each file holds (SDSS data model, https://data.sdss.org/datamodel/):
 Pixel coordinates are 0-based, x = column, y = row.
 """
 import bz2
+import collections
 import io
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -147,15 +149,42 @@ class Frame:
     path: str = ""
 
 
+#: decompressed ``.bz2`` frames kept per process (bytes): the boxes of a field share them
+_DECOMPRESSED = collections.OrderedDict()
+_DECOMPRESSED_MAX = 10  # two fields of five bands, ~12.5 MB each
+_DECOMPRESSED_LOCK = threading.Lock()
+
+
+def _decompressed(path):
+    """The decompressed bytes of a ``.bz2`` file, cached by (path, size, mtime); least recently used evicted.
+
+    Decompressing a frame costs about 0.5 s; a rank processing several boxes of one field
+    would otherwise pay it for every box.  Memory: at most ``_DECOMPRESSED_MAX`` frames.
+    """
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    with _DECOMPRESSED_LOCK:
+        raw = _DECOMPRESSED.get(key)
+        if raw is not None:
+            _DECOMPRESSED.move_to_end(key)
+            return raw
+    with open(path, "rb") as fh:
+        raw = bz2.decompress(fh.read())
+    with _DECOMPRESSED_LOCK:
+        _DECOMPRESSED[key] = raw
+        while len(_DECOMPRESSED) > _DECOMPRESSED_MAX:
+            _DECOMPRESSED.popitem(last=False)
+    return raw
+
+
 def _open_fits(path):
-    """HDU list of a FITS file, decompressing ``.bz2`` in memory."""
+    """HDU list of a FITS file, decompressing ``.bz2`` in memory (cached, see :func:`_decompressed`)."""
     from astropy.io import fits
 
     _require(path, "frame")
     try:
         if path.endswith(".bz2"):
-            with open(path, "rb") as fh:
-                raw = bz2.decompress(fh.read())
+            raw = _decompressed(path)
             if len(raw) < _FITS_BLOCK:
                 raise DataError(f"{path}: decompressed file is too short to be FITS")
             return fits.open(io.BytesIO(raw), memmap=False)
