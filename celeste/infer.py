@@ -333,36 +333,49 @@ class BoxModel:
             self.src_pix.append(np.ascontiguousarray(np.concatenate(rows)) if rows else np.zeros((0, N_PIX_COLS)))
             self.src_imgtab.append(np.ascontiguousarray(np.array(self.src_imgrow[s], float).reshape(-1, N_IMG_COLS)))
             self.src_psf.append(np.ascontiguousarray(self.psf[self.src_img[s]]))
-        # conflict graph: sources sharing any active pixel
+        # conflict graph: sources sharing any active pixel (pairs found by sorting (pixel, source))
         self.neighbours = [set() for _ in range(ns)]
         for n in range(n_img):
-            H, W = self.images[n].shape
-            cover = np.zeros(H * W, dtype=np.int32)
+            pix_l, src_l = [], []
             for s in range(ns):
                 for nn, flat in zip(self.src_img[s], self.src_flat[s]):
                     if nn == n:
-                        cover[flat] += 1
-            shared = cover > 1
-            if not shared.any():
+                        pix_l.append(flat)
+                        src_l.append(np.full(len(flat), s, np.int64))
+            if not pix_l:
                 continue
-            who = {}
-            for s in range(ns):
-                for nn, flat in zip(self.src_img[s], self.src_flat[s]):
-                    if nn == n:
-                        f = flat[shared[flat]]
-                        for p in f.tolist():
-                            who.setdefault(p, []).append(s)
-            for lst in who.values():
-                for a in lst:
-                    self.neighbours[a].update(lst)
+            pp = np.concatenate(pix_l)
+            ss = np.concatenate(src_l)
+            order = np.lexsort((ss, pp))
+            pp, ss = pp[order], ss[order]
+            starts = np.flatnonzero(np.r_[True, pp[1:] != pp[:-1]])
+            counts = np.diff(np.r_[starts, len(pp)])
+            pairs = set()
+            for st, c in zip(starts[counts > 1], counts[counts > 1]):
+                group = ss[st:st + c]
+                for i in range(c):
+                    for j in range(i + 1, c):
+                        pairs.add((int(group[i]), int(group[j])))
+            for a, b in pairs:
+                self.neighbours[a].add(b)
+                self.neighbours[b].add(a)
         for s in range(ns):
             self.neighbours[s].discard(s)
         self.src_eg = [None] * ns
         self.src_vg = [None] * ns
         self.no_pixels = np.array([len(p) == 0 for p in self.src_pix])
-        # initial light of everyone
-        for s in range(ns):
-            self._set_light(s, self.theta[s])
+        # initial light of everyone: kernels in parallel (no GIL), then the sums in order
+        lights = self._map(lambda s: self._light(s, self.theta[s]), range(ns))
+        for s, (eg, vg) in enumerate(lights):
+            self._add_light(s, eg, vg)
+
+    def _map(self, fn, items):
+        """``[fn(i) for i in items]``, on ``options.threads`` threads when there are several."""
+        items = list(items)
+        if self.options.threads > 1 and len(items) > 1:
+            with ThreadPoolExecutor(max_workers=self.options.threads) as pool:
+                return list(pool.map(fn, items))
+        return [fn(i) for i in items]
 
     # ---------------------------------------------------------------- light bookkeeping
     def _light(self, s, theta):
@@ -375,6 +388,10 @@ class BoxModel:
 
     def _set_light(self, s, theta):
         eg, vg = self._light(s, theta)
+        self._add_light(s, eg, vg)
+
+    def _add_light(self, s, eg, vg):
+        """Replace source s's light in the per-image totals by ``eg``, ``vg``."""
         off = 0
         for n, flat in zip(self.src_img[s], self.src_flat[s]):
             m = len(flat)
@@ -487,6 +504,13 @@ class BoxModel:
         return self.passes_done
 
     # ---------------------------------------------------------------- results
+    def positions(self):
+        """Current posterior positions: dict with ``ra``, ``dec`` (n,) in degrees."""
+        dec0 = self.anchor[:, 1]
+        dec = dec0 + self.theta[:, P.U_NORTH] / ARCSEC_PER_DEG
+        ra = (self.anchor[:, 0] + self.theta[:, P.U_EAST] / ARCSEC_PER_DEG / np.cos(np.radians(dec0))) % 360.0
+        return {"ra": ra, "dec": dec}
+
     def source_results(self):
         """Per-source posterior summaries (dict of arrays, one entry per catalog row).
 
@@ -507,8 +531,17 @@ class BoxModel:
         out["no_pixels"] = self.no_pixels.copy()
         out["opt_seconds"] = self.seconds.copy()
         out["n_pixels"] = np.array([len(p) for p in self.src_pix], dtype=np.int32)
-        g = np.zeros(P.N_PARAMS)
-        H = np.zeros((P.N_PARAMS, P.N_PARAMS))
+        def hessian(s):
+            if self.no_pixels[s]:
+                return None
+            g = np.zeros(P.N_PARAMS)
+            H = np.zeros((P.N_PARAMS, P.N_PARAMS))
+            pix = self._pixels_with_background(s)
+            source_elbo(self.theta[s], pix, self.src_imgtab[s], self.src_psf[s], self.proto, *self.prior_args, 2,
+                        g, H)
+            return H
+
+        hessians = self._map(hessian, range(ns))
         for s in range(ns):
             th = self.theta[s]
             ra0, dec0 = self.anchor[s]
@@ -531,8 +564,7 @@ class BoxModel:
             out["grad_max"][s] = self.info[s, INFO_GNORM]
             if self.no_pixels[s]:
                 continue
-            pix = self._pixels_with_background(s)
-            source_elbo(th, pix, self.src_imgtab[s], self.src_psf[s], self.proto, *self.prior_args, 2, g, H)
+            H = hessians[s]
             idx, cov = lrvb_covariance(H, t)
             sd_ln = log_flux_sd(th, H, t)
             # lognormal: sd of f given sd of ln f (the VI variance adds in quadrature)
@@ -592,7 +624,7 @@ class BoxModel:
         from .psf import PsfMixture, psf_mixture_image
 
         out_ra, out_dec, out_f = [], [], []
-        res = self.source_results()
+        res = self.positions()
         for n, im in enumerate(self.images):
             if im.band != band:
                 continue
