@@ -480,9 +480,16 @@ class BoxModel:
                     self._first_pass = True
                 deltas = np.zeros(self.n_src)
                 t0 = time.time()
-                for b0 in range(0, self.n_src, opt.batch_size):
-                    batch = [int(s) for s in order[b0:b0 + opt.batch_size]]
+                n_batches = max(1, -(-self.n_src // opt.batch_size))
+                for chunk in np.array_split(order, n_batches):  # near-equal batches: no tiny last batch
+                    batch = [int(s) for s in chunk]
                     comps = self._components(batch)
+                    if pool:
+                        # largest expected cost first, so the threads finish together (the components are
+                        # independent, so the order does not change the result)
+                        cost = [sum(len(self.src_pix[s]) * (2 if first and not self.fitted[s] else 1) for s in c)
+                                for c in comps]
+                        comps = [comps[i] for i in np.argsort(cost, kind="stable")[::-1]]
 
                     def work(comp, first=first):
                         return [(s, self.update_source(s, first)) for s in comp]
