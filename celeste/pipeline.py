@@ -597,6 +597,8 @@ def run_job(opts, out_path, run_dir, overwrite=False, restart=False, time_limit_
                 "OVERLAP": opts.overlap_arcsec})
     for k, (r, c, f) in enumerate(fields[:99]):
         hdr[f"FIELD{k}"] = f"{r}-{c}-{f}"
+    for k, path in enumerate(input_files(opts, fields)[:999]):
+        hdr[f"INPUT{k}"] = os.path.relpath(path, opts.data_dir) if not opts.init or path != opts.init else path
     if rank == 0:
         resid = residual_summary(rd, [b.box_id for b in boxes])
         for b, (sd, npx) in resid.items():

@@ -113,6 +113,8 @@ def test_catalog_header(e2e):
     assert [float(v) for v in m["REGION"].split()] == [float(v) for v in TINY]
     assert m["FIELD0"] == "2583-2-136"
     assert "PRIORS" in m and m["PRIORS"]
+    inputs = [m[k] for k in m if k.startswith("INPUT")]
+    assert any(v.startswith("2583/2/136/frame-r-") for v in inputs) and any("photoField" in v for v in inputs)
     assert m["COMMAND"]
     for bit, text in FLAG_DOC.items():
         assert m[f"FLAG{bit}"] == text[:68]
