@@ -102,27 +102,28 @@ def tr_step(g, H, radius, p):
 
 
 @kernel
+def _negate(grad, hess, mode):
+    """Flip the sign of the gradient (mode >= 1) and the Hessian (mode 2) in place."""
+    n = grad.shape[0]
+    if mode >= 1:
+        for i in range(n):
+            grad[i] = -grad[i]
+    if mode == 2:
+        for i in range(n):
+            for j in range(n):
+                hess[i, j] = -hess[i, j]
+
+
+@kernel
 def source_elbo(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
                 shape_prior, mode, grad, hess):
     """ELBO of one source = expected log likelihood (:func:`kernels.elbo.source_loglik`) - KL
     (:func:`kernels.kl.source_kl`); gradient and Hessian by mode (0, 1, 2)."""
     ll = source_loglik(theta, pix, img, psf, proto, mode, grad, hess)
-    n = theta.shape[0]
-    if mode >= 1:
-        for i in range(n):
-            grad[i] = -grad[i]
-    if mode == 2:
-        for i in range(n):
-            for j in range(n):
-                hess[i, j] = -hess[i, j]
+    # source_kl adds its derivatives: negate around it so that they are subtracted
+    _negate(grad, hess, mode)
     kl = source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior, mode, grad, hess)
-    if mode >= 1:
-        for i in range(n):
-            grad[i] = -grad[i]
-    if mode == 2:
-        for i in range(n):
-            for j in range(n):
-                hess[i, j] = -hess[i, j]
+    _negate(grad, hess, mode)
     return ll - kl
 
 
