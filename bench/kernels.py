@@ -29,7 +29,7 @@ Measured (one core; the numba kernels are serial, JAX is restricted to one threa
 
 A profile of where the kernel's time goes follows (a): value-only and gradient-only modes,
 the likelihood and the KL alone, the star part alone (galaxy prototypes zeroed), K = 2, 3
-and 4 PSF components (the pipeline fits ``celeste.pipeline.PSF_COMPONENTS``), and the
+and 4 PSF components (the pipeline fits ``--psf-components``, default 4), and the
 fraction of galaxy bivariate-normal evaluations the kernel skips (quadratic form >
 ``kernels.elbo.Q_SKIP``).
 

@@ -29,7 +29,6 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,6 +39,7 @@ from kernels.profiles import DEV_AMP, DEV_VAR, EXP_AMP, EXP_VAR
 from kernels.uncertainty import log_flux_sd, lrvb_covariance
 
 from .errors import NumericalError
+from .options import InferOptions
 
 log = logging.getLogger("celeste.infer")
 
@@ -56,50 +56,6 @@ def prototype_array():
     pr[1, :len(DEV_AMP), 0] = DEV_AMP
     pr[1, :len(DEV_AMP), 1] = DEV_VAR
     return np.ascontiguousarray(pr)
-
-
-@dataclass
-class InferOptions:
-    """Options of the per-box optimization (defaults measured; see the README).
-
-    Attributes
-    ----------
-    threads : int
-        Worker threads updating conflict-free components concurrently.
-    batch_size : int
-        Sources per CYCLADES batch.
-    max_passes : int
-        Block-coordinate passes over the sources at most.
-    pass_tol : float
-        Stop when no source's ELBO changed by more than this (nats) in a pass.
-    max_iter : int
-        Newton iterations per source update at most.
-    f_tol, g_tol : float
-        Newton stopping rules (:func:`kernels.newton.optimize_source`).
-    active_eps : float
-        Active pixels: where the source's peak-normalized light exceeds this fraction
-        of the sky noise (see :func:`active_radius_px`).
-    min_radius_px, max_radius_px : float
-        Bounds of the active radius.
-    seed : int
-        Seed of the batch order.
-    residual_rounds : int
-        Rounds of detection in the residuals (:meth:`BoxModel.residual_peaks`) followed by
-        more passes with the new sources.
-    """
-
-    threads: int = 1
-    batch_size: int = 64
-    max_passes: int = 3
-    pass_tol: float = 1.0
-    max_iter: int = 50
-    f_tol: float = 1e-3
-    g_tol: float = 1e-4
-    active_eps: float = 0.1
-    min_radius_px: float = 4.0
-    max_radius_px: float = 40.0
-    seed: int = 0
-    residual_rounds: int = 1
 
 
 def local_jacobian(wcs, ra0, dec0, step_arcsec=1.0):
@@ -226,7 +182,7 @@ class BoxModel:
         :func:`init_theta` reads.  Every row is optimized; which rows are reported is
         decided by the caller.
     priors : celeste.priors.Priors
-    options : InferOptions
+    options : celeste.options.InferOptions
     """
 
     def __init__(self, images, psf_mixtures, catalog, priors, options=None, theta0=None):

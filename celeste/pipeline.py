@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -28,7 +28,8 @@ from . import BANDS, __version__
 from .catalog import FLAG_RESIDUAL, FLAG_USER_INIT, make_objid, results_table
 from .errors import ConfigError, DataError
 from .fieldindex import find_fields
-from .infer import BoxModel, InferOptions
+from .infer import BoxModel
+from .options import JobOptions  # noqa: F401 - the options of a job, imported from here by callers
 from .partition import in_region, make_boxes, owner_box
 from .priors import load_priors
 from .psf import fit_psf_mixture
@@ -41,79 +42,10 @@ log = logging.getLogger("celeste.pipeline")
 #: identical runs give identical catalogs)
 TIMING_COLUMNS = ("opt_seconds",)
 
-#: Gaussian components of the PSF mixture.  Measured on the r PSF of field 2583-2-136 (25 px
-#: stamp at the frame centre): light beyond 8 px is 1.08% of the PSF; K = 3 puts 0.38% there,
-#: K = 4 0.84%; the core (r < 4 px) absolute error falls from 0.015 to 0.0097.  Bright stars
-#: whose wings the model lacks are fitted as extended galaxies, so K = 4 (kernel cost +33%).
-PSF_COMPONENTS = 4
-
 #: pixels added around a box's extended region when cutting images
 PAD_PX = 8
 #: detections from two overlapping fields closer than this are one source (arcsec)
 DEDUPE_ARCSEC = 1.0
-
-
-@dataclass
-class JobOptions:
-    """Everything that defines a run (what the run directory's manifest records).
-
-    Attributes
-    ----------
-    region : tuple of 4 floats
-        (ra_min, ra_max, dec_min, dec_max), degrees; ra_min > ra_max crosses RA = 0.
-    data_dir : str
-        Root of the SDSS layout <data_dir>/<run>/<camcol>/<field>/.
-    bands : tuple of int
-        Band indices used (default all five).
-    box_arcsec, overlap_arcsec : float
-        Box core size and margin (see :mod:`celeste.partition`).
-    init : str or None
-        Path of an initial catalog (FITS with ra, dec and optional flux_<b>,
-        is_star_guess, a, b, theta) instead of detection.
-    priors : str or None
-        Priors JSON (default: the package's).
-    infer : InferOptions
-    """
-
-    region: tuple
-    data_dir: str
-    bands: tuple = (0, 1, 2, 3, 4)
-    box_arcsec: float = 240.0
-    overlap_arcsec: float = 20.0
-    init: str = None
-    priors: str = None
-    sky_refine: bool = True
-    infer: InferOptions = field(default_factory=InferOptions)
-
-    def manifest_options(self):
-        """Options that change results (threads excluded: results do not depend on them)."""
-        d = asdict(self)
-        d["infer"] = {k: v for k, v in d["infer"].items() if k != "threads"}
-        d["region"] = list(self.region)
-        d["bands"] = list(self.bands)
-        d["data_dir"] = os.path.abspath(self.data_dir)
-        d["code"] = code_hash()
-        return d
-
-
-def code_hash():
-    """SHA-256 (16 hex digits) of the package's and the kernels' sources and the priors file.
-
-    Recorded in the run directory's manifest, so that a resumed run never mixes boxes made
-    by different code (a rerun after an upgrade or an edit needs ``--restart``).
-    """
-    import glob
-    import hashlib
-
-    h = hashlib.sha256()
-    here = os.path.dirname(os.path.abspath(__file__))
-    kdir = os.path.join(os.path.dirname(here), "kernels")
-    for path in sorted(glob.glob(os.path.join(here, "*.py")) + glob.glob(os.path.join(kdir, "*.py"))
-                       + glob.glob(os.path.join(here, "data", "*.json"))):
-        h.update(os.path.basename(path).encode())
-        with open(path, "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------- fields
@@ -157,8 +89,11 @@ def detect_field(opts, run, camcol, fld):
     """
     from .detect import detect_sources
 
+    d = opts.detect
     images = load_field(opts.data_dir, run, camcol, fld, bands=opts.bands)
-    cat = detect_sources(images)
+    cat = detect_sources(images, detect_bands=d.detect_bands, thresh=d.detect_thresh, minarea=d.detect_minarea,
+                         deblend_nthresh=d.detect_deblend_nthresh, deblend_cont=d.detect_deblend_cont,
+                         bkg_mesh=d.detect_bkg_mesh_px)
     cat.meta.clear()
     for col in cat.itercols():
         col.unit = None  # a cache file for this package only; units are documented in celeste.detect
@@ -242,11 +177,7 @@ def _pixel_box(header, ext, shape):
     return (x0, x1, y0, y1)
 
 
-#: mesh of the sky refinement (pixels): larger than sources, smaller than sky gradients
-SKY_MESH_PX = 64
-
-
-def refine_sky(image, mesh=SKY_MESH_PX):
+def refine_sky(image, mesh):
     """Add to ``image.sky`` the background left in the sky-subtracted data, in place.
 
     The SDSS sky model of frames (HDU2) sits slightly low on this survey: on field
@@ -278,12 +209,12 @@ def refine_sky(image, mesh=SKY_MESH_PX):
     return float(np.median(corr))
 
 
-def _fit_psf(stamp, source):
-    """PSF mixture with PSF_COMPONENTS components, falling back to fewer if the fit degenerates."""
+def _fit_psf(stamp, source, n_components):
+    """PSF mixture with ``n_components`` components, falling back to fewer if the fit degenerates."""
     from .errors import NumericalError
 
     last = None
-    for k in range(PSF_COMPONENTS, 1, -1):
+    for k in range(n_components, 1, -1):
         try:
             return fit_psf_mixture(stamp, n_components=k, source=source)
         except NumericalError as exc:
@@ -313,11 +244,11 @@ def box_images(opts, box, fields):
             continue
         ims = load_field(opts.data_dir, run, camcol, fld, bands=opts.bands, box=pbox)
         for im in ims:
-            if opts.sky_refine:
-                refine_sky(im)
+            if opts.images.sky_refine:
+                refine_sky(im, opts.images.sky_mesh_px)
             H, W = im.shape
             stamp = im.psf_at(0.5 * (W - 1), 0.5 * (H - 1))
-            mix = _fit_psf(stamp, f"{im.path} (band {BANDS[im.band]})")
+            mix = _fit_psf(stamp, f"{im.path} (band {BANDS[im.band]})", opts.images.psf_components)
             images.append(im)
             mixes.append(mix.as_array())
     return images, mixes
@@ -363,7 +294,9 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
     try:
         model.run(progress=bar.update if bar is not None else None)
         for rnd in range(opts.infer.residual_rounds):
-            new_ra, new_dec, new_flux = model.residual_peaks()
+            new_ra, new_dec, new_flux = model.residual_peaks(snr=opts.infer.residual_snr,
+                                                             min_sep_px=opts.infer.residual_min_sep_px,
+                                                             contrast=opts.infer.residual_contrast)
             if len(new_ra) == 0:
                 break
             log.info("box %d: residual round %d adds %d sources", box.box_id, rnd + 1, len(new_ra))

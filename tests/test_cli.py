@@ -190,6 +190,8 @@ def test_changed_option_refused(e2e, capsys):
     (["--bands", "grx"], "--bands"),
     (["--time-limit", "soon"], "--time-limit"),
     (["--max-passes", "0"], "--max-passes"),
+    (["--residual-band", "x"], "--residual-band"),
+    (["--psf-components", "0"], "--psf-components"),
 ])
 def test_bad_option_names_argument(tmp_path, capsys, argv_extra, word):
     rc = main(_argv(tmp_path / "x.fits", extra=argv_extra))
