@@ -194,8 +194,9 @@ def residual_detections(catalog_path, region, data_dir, thresh=RESID_THRESH, min
     from astropy.table import Table
     from scipy import ndimage
 
+    from celeste.images import box_images
     from celeste.partition import make_boxes
-    from celeste.pipeline import JobOptions, box_images, fields_for_region
+    from celeste.pipeline import JobOptions, fields_for_region
     from celeste.plot import render_model
 
     peers = bench_module("peers")
@@ -203,7 +204,8 @@ def residual_detections(catalog_path, region, data_dir, thresh=RESID_THRESH, min
     cat = Table.read(catalog_path)
     opts = JobOptions(region=tuple(region), data_dir=data_dir, bands=(2,))
     box = make_boxes(tuple(region), 1e9, opts.overlap_arcsec)[0]
-    images, mixes = box_images(opts, box, fields_for_region(opts))
+    ext = (box.ext_ra_min, box.ext_ra_max, box.ext_dec_min, box.ext_dec_max)
+    images, mixes = box_images(opts.data_dir, fields_for_region(opts), opts.bands, ext, opts.images)
     out = {k: [] for k in ("ra", "dec", "flux_r", "a", "b", "theta")}
     for im, mix in zip(images, mixes):
         F = render_model(im, mix, cat)

@@ -10,7 +10,6 @@ Exit status: 0 complete; 2 bad input or options (one-line message naming the fil
 argument); 3 stopped by the time limit with the catalog incomplete (rerun to continue).
 """
 import argparse
-import dataclasses
 import logging
 import os
 import shlex
@@ -62,14 +61,11 @@ def _setup_logging(verbose, rank):
 
 def write_residual_png(path, catalog, opts, band):
     """Render the catalog over the region in one band and write the three-panel PNG."""
-    from .pipeline import box_images, fields_for_region
-    from .partition import make_boxes
+    from .images import box_images
+    from .pipeline import fields_for_region
     from .plot import render_model, residual_png
 
-    fields = fields_for_region(opts)
-    whole = make_boxes(opts.region, 1e9, 0.0)[0]
-    one = dataclasses.replace(opts, bands=(band,))
-    images, mixes = box_images(one, whole, fields)
+    images, mixes = box_images(opts.data_dir, fields_for_region(opts), (band,), opts.region, opts.images)
     sds = []
     for k, (im, mix) in enumerate(zip(images, mixes)):
         model = render_model(im, mix, catalog)

@@ -29,7 +29,7 @@ import argparse
 import math
 import os
 import re
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields
 
 from . import BANDS
 from .errors import ConfigError

@@ -7,9 +7,9 @@ Each stage is a function that can be called and tested on its own:
   in the run directory as ``detect/box-<field task>.fits``;
 * :func:`initial_catalog` - the field catalogs merged (duplicates from overlapping fields
   removed), or the user's ``--init`` catalog, with stable ``objid``;
-* :func:`process_box` - one box: load the cutouts of its extended region, fit the PSF
-  mixtures at its centre, optimize every source of the extended region, and return the
-  rows of the sources its core owns inside the region;
+* :func:`process_box` - one box: its images (:func:`celeste.images.box_images`), the
+  optimization of every source of its extended region (:class:`celeste.infer.BoxModel`)
+  with the residual rounds, and the rows of the sources its core owns inside the region;
 * :func:`run_job` - the whole job through :func:`celeste.run.run_tasks` (one rank or
   many under MPI) and :func:`celeste.run.merge_results`.
 
@@ -28,13 +28,13 @@ from . import BANDS, __version__
 from .catalog import FLAG_RESIDUAL, FLAG_USER_INIT, make_objid, results_table
 from .errors import ConfigError, DataError
 from .fieldindex import find_fields
+from .images import box_images
 from .infer import BoxModel
 from .options import JobOptions  # noqa: F401 - the options of a job, imported from here by callers
 from .partition import in_region, make_boxes, owner_box
 from .priors import load_priors
-from .psf import fit_psf_mixture
 from .run import RunDir, get_comm, merge_results, open_run_dir, rank_size, run_tasks
-from .sdss import field_paths, load_field, read_frame_header
+from .sdss import field_paths, load_field
 
 log = logging.getLogger("celeste.pipeline")
 
@@ -42,8 +42,6 @@ log = logging.getLogger("celeste.pipeline")
 #: identical runs give identical catalogs)
 TIMING_COLUMNS = ("opt_seconds",)
 
-#: pixels added around a box's extended region when cutting images
-PAD_PX = 8
 #: detections from two overlapping fields closer than this are one source (arcsec)
 DEDUPE_ARCSEC = 1.0
 
@@ -157,103 +155,6 @@ def read_init_catalog(path):
 
 # ---------------------------------------------------------------------------- boxes
 
-def _pixel_box(header, ext, shape):
-    """Pixel bounds (x0, x1, y0, y1) in a frame of the extended region corners, padded, clipped."""
-    from astropy.wcs import WCS
-
-    w = WCS(header)
-    ra = np.array([ext[0], ext[1], ext[0], ext[1], 0.5 * (ext[0] + ext[1])])
-    if ext[0] > ext[1]:
-        ra = np.array([ext[0], ext[1], ext[0], ext[1], (0.5 * (ext[0] + ext[1] + 360.0)) % 360.0])
-    dec = np.array([ext[2], ext[2], ext[3], ext[3], 0.5 * (ext[2] + ext[3])])
-    x, y = w.all_world2pix(ra, dec, 0)
-    H, W = shape
-    x0 = int(max(math.floor(x.min()) - PAD_PX, 0))
-    x1 = int(min(math.ceil(x.max()) + PAD_PX + 1, W))
-    y0 = int(max(math.floor(y.min()) - PAD_PX, 0))
-    y1 = int(min(math.ceil(y.max()) + PAD_PX + 1, H))
-    if x0 >= x1 or y0 >= y1:
-        return None
-    return (x0, x1, y0, y1)
-
-
-def refine_sky(image, mesh):
-    """Add to ``image.sky`` the background left in the sky-subtracted data, in place.
-
-    The SDSS sky model of frames (HDU2) sits slightly low on this survey: on field
-    2583-2-136 the sigma-clipped background of counts / iota - sky is +0.0044 nmgy per
-    pixel in r (0.15 of the pixel noise).  Unmodelled, such a pedestal summed over a
-    source's active pixels is brighter than faint sources, and galaxies grow to absorb it.
-    We estimate it with SEP's mesh background (sigma-clipped mode per ``mesh`` x ``mesh``
-    cell, 3 x 3 median filter, bicubic interpolation; Barbary 2016, JOSS 1, 58, following
-    Bertin & Arnouts 1996) on masked pixels removed, and add it to the sky (nmgy).
-
-    Returns
-    -------
-    float
-        The median correction added (nmgy per pixel).
-    """
-    import sep
-
-    iota = np.asarray(image.iota)[None, :]
-    resid = np.ascontiguousarray(image.counts / iota - image.sky, dtype=np.float64)
-    H, W = resid.shape
-    m = int(max(16, min(mesh, H // 2, W // 2)))
-    try:
-        bkg = sep.Background(resid, mask=np.ascontiguousarray(image.mask), bw=m, bh=m, fw=3, fh=3)
-        corr = bkg.back()
-    except Exception as exc:  # noqa: BLE001 - sep raises plain Exceptions on degenerate inputs
-        log.warning("sky refinement skipped for %s: %s", image.path, exc)
-        return 0.0
-    image.sky = np.maximum(image.sky + corr, 1e-6)
-    return float(np.median(corr))
-
-
-def _fit_psf(stamp, source, n_components):
-    """PSF mixture with ``n_components`` components, falling back to fewer if the fit degenerates."""
-    from .errors import NumericalError
-
-    last = None
-    for k in range(n_components, 1, -1):
-        try:
-            return fit_psf_mixture(stamp, n_components=k, source=source)
-        except NumericalError as exc:
-            log.warning("%s", exc)
-            last = exc
-    raise last
-
-
-def box_images(opts, box, fields):
-    """Cutouts of every field's bands over the box's extended region, with PSF mixtures.
-
-    Returns
-    -------
-    images : list of celeste.images.Image
-    psf_mixtures : list of ndarray (K, 6)
-        Fitted at the cutout's centre (the box centre), per image.
-    """
-    ext = (box.ext_ra_min, box.ext_ra_max, box.ext_dec_min, box.ext_dec_max)
-    images, mixes = [], []
-    for (run, camcol, fld) in fields:
-        paths = field_paths(opts.data_dir, run, camcol, fld)
-        ref_band = 2 if 2 in opts.bands else opts.bands[0]
-        hdr = read_frame_header(paths["frame"][ref_band])
-        shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
-        pbox = _pixel_box(hdr, ext, shape)
-        if pbox is None:
-            continue
-        ims = load_field(opts.data_dir, run, camcol, fld, bands=opts.bands, box=pbox)
-        for im in ims:
-            if opts.images.sky_refine:
-                refine_sky(im, opts.images.sky_mesh_px)
-            H, W = im.shape
-            stamp = im.psf_at(0.5 * (W - 1), 0.5 * (H - 1))
-            mix = _fit_psf(stamp, f"{im.path} (band {BANDS[im.band]})", opts.images.psf_components)
-            images.append(im)
-            mixes.append(mix.as_array())
-    return images, mixes
-
-
 def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
     """Optimize one box and return the catalog rows of the sources it owns.
 
@@ -280,7 +181,8 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
         np.asarray(in_region(opts.region, np.asarray(sub["ra"], float), np.asarray(sub["dec"], float)), bool)
     if not owned.any():
         return results_table(_empty_results(), np.zeros(0, np.int64), box.box_id, 0)
-    images, mixes = box_images(opts, box, fields)
+    ext = (box.ext_ra_min, box.ext_ra_max, box.ext_dec_min, box.ext_dec_max)
+    images, mixes = box_images(opts.data_dir, fields, opts.bands, ext, opts.images)
     if not images:
         raise DataError(f"box {box.box_id}: no image covers its extended region")
     model = BoxModel(images, mixes, sub, priors, opts.infer)
