@@ -215,7 +215,8 @@ def point_command(args, ranks, threads, region, tag, json_out, data_dir, init):
 
 
 def sweep(args):
-    from celeste.pipeline import detect_field, fields_for_region
+    from celeste.initcat import detect_field
+    from celeste.pipeline import fields_for_region
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)

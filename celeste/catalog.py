@@ -126,3 +126,18 @@ def results_table(res, objid, box_id, n_passes, flags0=None):
     for k, v in FLAG_DOC.items():
         t.meta[f"FLAG{k}"] = v[:68]
     return t
+
+
+def empty_results():
+    """:meth:`celeste.infer.BoxModel.source_results` of no source (a box that owns none)."""
+    z = np.zeros(0)
+    d = {k: z for k in ("ra", "dec", "ra_sd", "dec_sd", "is_star", "gal_frac_dev", "gal_axis_ratio",
+                         "gal_angle_deg", "gal_radius_arcsec", "elbo", "grad_max")}
+    d["flux"] = np.zeros((0, 5))
+    d["flux_sd"] = np.zeros((0, 5))
+    d["n_iter"] = np.zeros(0, np.int32)
+    d["converged"] = np.zeros(0, bool)
+    d["no_pixels"] = np.zeros(0, bool)
+    d["n_pixels"] = np.zeros(0, np.int32)
+    d["opt_seconds"] = np.zeros(0)
+    return d

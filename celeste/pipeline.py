@@ -1,12 +1,11 @@
 """The main job: region -> fields -> initial catalog -> boxes -> per-box inference -> catalog.
 
-Each stage is a function that can be called and tested on its own:
+This module only orchestrates: each stage is a function of its own module that can be
+called and tested alone:
 
 * :func:`fields_for_region` - the SDSS fields overlapping the region (field index);
-* :func:`detect_field` - the initial catalog of one field (SEP on its five bands), cached
-  in the run directory as ``detect/box-<field task>.fits``;
-* :func:`initial_catalog` - the field catalogs merged (duplicates from overlapping fields
-  removed), or the user's ``--init`` catalog, with stable ``objid``;
+* :func:`celeste.initcat.initial_catalog` - detections of every field (or the user's
+  ``--init`` catalog), merged, with stable ``objid``;
 * :func:`process_box` - one box: its images (:func:`celeste.images.box_images`), the
   optimization of every source of its extended region (:class:`celeste.infer.BoxModel`)
   with the residual rounds, and the rows of the sources its core owns inside the region;
@@ -22,29 +21,26 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import Table
 
 from . import BANDS, __version__
-from .catalog import FLAG_RESIDUAL, FLAG_USER_INIT, make_objid, results_table
+from .catalog import empty_results, results_table
 from .errors import ConfigError, DataError
 from .fieldindex import find_fields
 from .images import box_images
 from .infer import BoxModel
+from .initcat import add_residual_sources, initial_catalog
 from .options import JobOptions  # noqa: F401 - the options of a job, imported from here by callers
 from .partition import in_region, make_boxes, owner_box
 from .priors import load_priors
-from .run import RunDir, get_comm, merge_results, open_run_dir, rank_size, run_tasks
-from .sdss import field_paths, load_field
+from .run import get_comm, merge_results, open_run_dir, rank_size, run_tasks
+from .sdss import field_paths
 
 log = logging.getLogger("celeste.pipeline")
 
 #: per-source timings: kept in the run directory's box files, not in the catalog (so that
 #: identical runs give identical catalogs)
 TIMING_COLUMNS = ("opt_seconds",)
-
-#: detections from two overlapping fields closer than this are one source (arcsec)
-DEDUPE_ARCSEC = 1.0
-
 
 # ---------------------------------------------------------------------------- fields
 
@@ -75,84 +71,6 @@ def input_files(opts, fields):
     return sorted(set(files))
 
 
-# ---------------------------------------------------------------------------- detection
-
-def detect_field(opts, run, camcol, fld):
-    """Initial catalog of one field: SEP detection on its bands (:func:`celeste.detect.detect_sources`).
-
-    Returns
-    -------
-    astropy.table.Table
-        The detection table plus ``run``, ``camcol``, ``field`` columns.
-    """
-    from .detect import detect_sources
-
-    d = opts.detect
-    images = load_field(opts.data_dir, run, camcol, fld, bands=opts.bands)
-    cat = detect_sources(images, detect_bands=d.detect_bands, thresh=d.detect_thresh, minarea=d.detect_minarea,
-                         deblend_nthresh=d.detect_deblend_nthresh, deblend_cont=d.detect_deblend_cont,
-                         bkg_mesh=d.detect_bkg_mesh_px)
-    cat.meta.clear()
-    for col in cat.itercols():
-        col.unit = None  # a cache file for this package only; units are documented in celeste.detect
-    cat["run"] = np.full(len(cat), run, np.int32)
-    cat["camcol"] = np.full(len(cat), camcol, np.int16)
-    cat["field"] = np.full(len(cat), fld, np.int32)
-    return cat
-
-
-def _dedupe(cat):
-    """Drop rows within DEDUPE_ARCSEC of an earlier row (rows ordered by field)."""
-    if len(cat) < 2:
-        return cat
-    from scipy.spatial import cKDTree
-
-    dec0 = np.radians(np.median(cat["dec"]))
-    xyz = np.stack([np.asarray(cat["ra"]) * math.cos(dec0), np.asarray(cat["dec"])], axis=1) * 3600.0
-    pairs = cKDTree(xyz).query_pairs(DEDUPE_ARCSEC, output_type="ndarray")
-    same_field = (cat["run"][pairs[:, 0]] == cat["run"][pairs[:, 1]]) & (
-        cat["camcol"][pairs[:, 0]] == cat["camcol"][pairs[:, 1]]) & (cat["field"][pairs[:, 0]] == cat["field"][pairs[:, 1]])
-    pairs = pairs[~np.asarray(same_field)]
-    drop = np.zeros(len(cat), bool)
-    drop[np.maximum(pairs[:, 0], pairs[:, 1])] = True
-    return cat[~drop]
-
-
-def read_init_catalog(path):
-    """The user's initial catalog (--init): FITS table with at least ra, dec (deg).
-
-    Raises
-    ------
-    DataError
-        Unreadable file, missing ra/dec columns, no rows, or non-finite positions (names the file).
-    """
-    try:
-        cat = Table.read(path)
-    except FileNotFoundError:
-        raise DataError(f"--init catalog {path} does not exist") from None
-    except Exception as exc:  # astropy raises many types for bad files
-        raise DataError(f"cannot read --init catalog {path}: {exc}") from None
-    names = {}
-    for c in cat.colnames:
-        if c.lower() in names:
-            raise DataError(f"--init catalog {path} has columns {names[c.lower()]!r} and {c!r} that differ only in case")
-        names[c.lower()] = c
-    for need in ("ra", "dec"):
-        if need not in names:
-            raise DataError(f"--init catalog {path} has no '{need}' column (columns: {', '.join(cat.colnames)})")
-    for low, orig in names.items():
-        if low != orig:
-            cat.rename_column(orig, low)
-    if len(cat) == 0:
-        raise DataError(f"--init catalog {path} has no rows")
-    ra = np.asarray(cat["ra"], float)
-    dec = np.asarray(cat["dec"], float)
-    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec)) and np.all(np.abs(dec) <= 90)):
-        raise DataError(f"--init catalog {path} has non-finite or out-of-range ra/dec values")
-    cat.meta.clear()
-    return cat
-
-
 # ---------------------------------------------------------------------------- boxes
 
 def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
@@ -180,7 +98,7 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
     owned = (owner_box(boxes, np.asarray(sub["ra"], float), np.asarray(sub["dec"], float)) == box.box_id) & \
         np.asarray(in_region(opts.region, np.asarray(sub["ra"], float), np.asarray(sub["dec"], float)), bool)
     if not owned.any():
-        return results_table(_empty_results(), np.zeros(0, np.int64), box.box_id, 0)
+        return results_table(empty_results(), np.zeros(0, np.int64), box.box_id, 0)
     ext = (box.ext_ra_min, box.ext_ra_max, box.ext_dec_min, box.ext_dec_max)
     images, mixes = box_images(opts.data_dir, fields, opts.bands, ext, opts.images)
     if not images:
@@ -203,7 +121,7 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
                 break
             log.info("box %d: residual round %d adds %d sources", box.box_id, rnd + 1, len(new_ra))
             old, old_seconds = model.theta, model.seconds
-            sub = _add_sources(sub, new_ra, new_dec, new_flux)
+            sub = add_residual_sources(sub, new_ra, new_dec, new_flux)
             model = BoxModel(images, mixes, sub, priors, opts.infer,
                              theta0=list(old) + [None] * len(new_ra))
             model.seconds[:len(old_seconds)] += old_seconds
@@ -237,48 +155,6 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
     return tab
 
 
-def _add_sources(sub, ra, dec, flux_r):
-    """The box's catalog with sources found in the residuals appended (objid from position)."""
-    new = Table()
-    for name in sub.colnames:
-        col = sub[name]
-        if name == "ra":
-            new[name] = np.asarray(ra, float)
-        elif name == "dec":
-            new[name] = np.asarray(dec, float)
-        elif name == "objid":
-            new[name] = make_objid(ra, dec)
-        elif name == "flux_r":
-            new[name] = np.asarray(flux_r, float)
-        elif name == "is_star_guess":
-            new[name] = np.full(len(ra), 0.8)
-        elif name == "init_flags":
-            new[name] = np.full(len(ra), FLAG_RESIDUAL, np.int32)
-        elif col.dtype.kind == "f":
-            new[name] = np.full(len(ra), np.nan)
-        else:
-            new[name] = np.zeros(len(ra), dtype=col.dtype)
-    if "init_flags" not in sub.colnames:
-        sub = sub.copy()
-        sub["init_flags"] = np.zeros(len(sub), np.int32)
-        new["init_flags"] = np.full(len(ra), FLAG_RESIDUAL, np.int32)
-    return vstack([sub, new], metadata_conflicts="silent")
-
-
-def _empty_results():
-    z = np.zeros(0)
-    d = {k: z for k in ("ra", "dec", "ra_sd", "dec_sd", "is_star", "gal_frac_dev", "gal_axis_ratio",
-                         "gal_angle_deg", "gal_radius_arcsec", "elbo", "grad_max")}
-    d["flux"] = np.zeros((0, 5))
-    d["flux_sd"] = np.zeros((0, 5))
-    d["n_iter"] = np.zeros(0, np.int32)
-    d["converged"] = np.zeros(0, bool)
-    d["no_pixels"] = np.zeros(0, bool)
-    d["n_pixels"] = np.zeros(0, np.int32)
-    d["opt_seconds"] = np.zeros(0)
-    return d
-
-
 # ---------------------------------------------------------------------------- the job
 
 @dataclass
@@ -293,39 +169,6 @@ class JobResult:
     n_sources: int
     wall_s: float
     summary: object = None
-
-
-def _field_task_rundir(run_dir):
-    return RunDir(os.path.join(os.fspath(run_dir), "detect"))
-
-
-def initial_catalog(opts, fields, run_dir, comm=None):
-    """Initial catalog of the region (detections or --init), every rank gets the same table."""
-    if opts.init:
-        cat = read_init_catalog(opts.init)
-        cat["init_flags"] = np.full(len(cat), FLAG_USER_INIT, np.int32)
-    else:
-        rd = _field_task_rundir(run_dir)
-
-        def task(i):
-            run, camcol, fld = fields[i]
-            log.info("detecting sources in field %d-%d-%d", run, camcol, fld)
-            return detect_field(opts, run, camcol, fld)
-
-        summ = run_tasks(list(range(len(fields))), task, rd, comm=comm, progress=False)
-        if summ.failed:
-            raise DataError("detection failed: " + "; ".join(f"field {fields[k]}: {v}" for k, v in summ.failed.items()))
-        parts = [rd.read_result(i) for i in range(len(fields))]
-        for p in parts:
-            for key in list(p.meta):
-                del p.meta[key]
-        cat = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
-        cat = _dedupe(cat)
-        cat["init_flags"] = np.zeros(len(cat), np.int32)
-    cat["objid"] = make_objid(cat["ra"], cat["dec"])
-    # objid order makes the box contents independent of detection order
-    cat.sort("objid")
-    return cat
 
 
 def residual_summary(rd, box_ids):

@@ -66,8 +66,9 @@ def stage_data(dest):
 
 
 def write_init_catalog(data_dir, path):
-    """SEP detection on the field (celeste.pipeline.detect_field) written as an --init FITS."""
-    from celeste.pipeline import JobOptions, detect_field
+    """SEP detection on the field (celeste.initcat.detect_field) written as an --init FITS."""
+    from celeste.initcat import detect_field
+    from celeste.options import JobOptions
 
     opts = JobOptions(region=(323.36, 323.38, -0.70, -0.68), data_dir=str(data_dir))
     cat = detect_field(opts, RUN, CAMCOL, FIELD)

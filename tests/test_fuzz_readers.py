@@ -367,7 +367,7 @@ def test_read_photofield_fuzz(drop, gain, field, edits):
 def test_read_init_catalog_fuzz(cols, edits):
     from astropy.table import Table
 
-    from celeste.pipeline import read_init_catalog
+    from celeste.initcat import read_init_catalog
 
     if len({k.lower() for k in cols}) < len(cols):
         cols = {k: v for k, v in cols.items() if k == k.lower()}  # case clashes: test_init_catalog_case_clash
@@ -393,7 +393,7 @@ def test_init_catalog_case_clash(tmp_path):
     from astropy.table import Table
 
     from celeste.errors import DataError
-    from celeste.pipeline import read_init_catalog
+    from celeste.initcat import read_init_catalog
 
     path = str(tmp_path / "init.fits")
     Table({"ra": [1.0], "RA": [2.0], "dec": [0.0]}).write(path)
