@@ -28,7 +28,7 @@ setup(
     entry_points={
         "console_scripts": [
             "celeste-infer=celeste.cli:main",
-            "celeste-fit-priors=celeste.priors:main",
+            "celeste-fit-priors=celeste.fitpriors:main",
             "celeste-score=celeste.score:main",
             "celeste-fetch=celeste.fetch:main",
         ]

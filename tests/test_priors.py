@@ -1,22 +1,15 @@
-"""Tests of celeste.priors: the EM, BIC choice, JSON round trip, and the shipped file."""
+"""Tests of the priors: the EM and BIC choice (celeste.gmm), the fit and its CLI (celeste.fitpriors),
+the data model's JSON round trip and the shipped file (celeste.priors)."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from celeste.errors import DataError
-from celeste.priors import (
-    Priors,
-    fit_gmm,
-    fit_priors,
-    gmm_log_density,
-    load_priors,
-    main,
-    priors_from_dict,
-    save_priors,
-    select_k_bic,
-)
+from celeste.errors import DataError, NumericalError
+from celeste.fitpriors import fit_priors, main
+from celeste.gmm import fit_gmm, gmm_log_density, select_k_bic
+from celeste.priors import Priors, load_priors, priors_from_dict, save_priors
 
 DATA = Path(__file__).parent / "data"
 CATALOG = DATA / "stripe82_coadd_94_1_12.fits"
@@ -173,3 +166,15 @@ def test_cli_writes_and_refuses_overwrite(tmp_path, capsys):
 def test_priors_from_dict_in_memory(fitted):
     p = priors_from_dict(fitted.to_dict())
     assert isinstance(p, Priors) and p.path == ""
+
+
+def test_em_numerical_failure_is_a_numerical_error(monkeypatch):
+    """A covariance that stops being positive definite ends the fit with NumericalError, not LinAlgError."""
+    import celeste.gmm as gmm
+
+    def broken(*args):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+
+    monkeypatch.setattr(gmm, "gmm_log_density", broken)
+    with pytest.raises(NumericalError, match="K=2"):
+        fit_gmm(_two_blobs(200)[0], 2)
