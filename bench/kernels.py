@@ -64,7 +64,7 @@ import numpy as np  # noqa: E402
 from celeste.infer import InferOptions, prototype_array  # noqa: E402
 from celeste.priors import load_priors  # noqa: E402
 from celeste.psf import fit_psf_mixture  # noqa: E402
-from celeste.sdss import read_psfield  # noqa: E402
+from celeste.sdss import ARCSEC_PER_PX, read_psfield  # noqa: E402
 from kernels import params as P  # noqa: E402
 from kernels.elbo import (N_IMG_COLS, PIX_BGE, PIX_COUNTS, PIX_IOTA, Q_SKIP, source_light,  # noqa: E402
                           source_loglik)
@@ -77,7 +77,6 @@ PSFIELD = os.path.join(ROOT, "data", "sdss", "2583", "2", "136", "psField-002583
 PSF_X, PSF_Y = 1024.0, 744.0
 REGION = (323.30, 323.33, -0.70, -0.67)
 HALF = 12  # 25 x 25 pixels per band
-PIXEL_ARCSEC = 0.396
 # SDSS-like per-band sky (nmgy per pixel) and electrons per nmgy (gain / nmgy-per-count)
 SKY_NMGY = np.array([0.15, 0.35, 0.7, 1.1, 2.5])
 IOTA = np.array([170.0, 760.0, 940.0, 700.0, 140.0])
@@ -127,7 +126,7 @@ def make_tables(psf, half=HALF, angle=0.3):
     img = np.zeros((n_img, N_IMG_COLS))
     c, s = np.cos(angle), np.sin(angle)
     # x grows to the west (flip), y to the north, rotated: SDSS-like orientation
-    jm = (1.0 / PIXEL_ARCSEC) * np.array([[-c, -s], [-s, c]])
+    jm = (1.0 / ARCSEC_PER_PX) * np.array([[-c, -s], [-s, c]])
     side = 2 * half + 1
     yy, xx = np.mgrid[0:side, 0:side]
     rows = []

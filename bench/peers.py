@@ -57,7 +57,7 @@ from celeste import BANDS  # noqa: E402
 from celeste.detect import nmgy_image, pixel_to_sky_shape, sky_to_pixel_shape  # noqa: E402
 from celeste.errors import ConfigError, DataError  # noqa: E402
 from celeste.score import CATALOG_COLUMNS, flux_to_mag  # noqa: E402
-from celeste.sdss import load_field  # noqa: E402
+from celeste.sdss import ARCSEC_PER_PX, load_field  # noqa: E402
 
 #: SExtractor-default extraction settings used for the SEP peer
 SEP_THRESH = 1.5
@@ -76,8 +76,6 @@ PHOT_THRESH = 4.0
 PHOT_FIT_SHAPE = (7, 7)
 PHOT_GROUP_FWHM = 2.5
 PHOT_ITERS = 3
-#: pixel scale of SDSS frames, arcsec / px
-ARCSEC_PER_PX = 0.396
 
 
 def _sep():

@@ -12,3 +12,6 @@ __version__ = "0.1.0"
 
 BANDS = ("u", "g", "r", "i", "z")
 """SDSS band names in wavelength order; band index b refers to this tuple."""
+
+ARCSEC_PER_DEG = 3600.0
+"""Arcseconds per degree (offsets on the sky are in arcsec, positions in degrees)."""

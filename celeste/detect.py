@@ -64,8 +64,9 @@ from astropy.table import Table
 from scipy import ndimage
 from scipy.special import ndtr
 
-from celeste import BANDS
+from celeste import ARCSEC_PER_DEG, BANDS
 from celeste.errors import ConfigError, DataError
+from celeste.tangent import pixel_to_sky_jacobian
 
 #: SEP work-space limits, raised for the M2 field (see FACTS.md: defaults fail
 #: with "internal pixel buffer full" there).
@@ -139,38 +140,6 @@ def nmgy_image(image):
     return data, var, mask
 
 
-def local_jacobian(wcs, x, y, step=0.5):
-    """Jacobian of (east, north) arcsec on the local tangent plane with respect to pixel (x, y).
-
-    Parameters
-    ----------
-    wcs : astropy.wcs.WCS
-    x, y : ndarray (N,) float64
-        0-based pixel coordinates.
-    step : float
-        Half-width of the central difference, pixels.
-
-    Returns
-    -------
-    ndarray (N, 2, 2) float64
-        ``J[n] = [[d east/dx, d east/dy], [d north/dx, d north/dy]]`` in arcsec per pixel,
-        with east = d(ra) cos(dec) and north = d(dec) (same convention as
-        :mod:`kernels.params`).
-    """
-    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
-    y = np.atleast_1d(np.asarray(y, dtype=np.float64))
-    ra0, dec0 = wcs.all_pix2world(x, y, 0)
-    cosd = np.cos(np.deg2rad(dec0))
-    J = np.empty((len(x), 2, 2))
-    for k, (dx, dy) in enumerate(((step, 0.0), (0.0, step))):
-        rp, dp = wcs.all_pix2world(x + dx, y + dy, 0)
-        rm, dm = wcs.all_pix2world(x - dx, y - dy, 0)
-        dra = (rp - rm + 180.0) % 360.0 - 180.0
-        J[:, 0, k] = dra * cosd * 3600.0 / (2 * step)
-        J[:, 1, k] = (dp - dm) * 3600.0 / (2 * step)
-    return J
-
-
 def _ellipse_cov(a, b, theta):
     """Covariance matrices (N, 2, 2) of ellipses with semi-axes a, b, angle theta (from +x, CCW)."""
     c, s = np.cos(theta), np.sin(theta)
@@ -207,7 +176,7 @@ def pixel_to_sky_shape(wcs, x, y, a_px, b_px, theta_px):
     pa_deg : ndarray (N,) float64
         Position angle of the major axis, degrees east of north in [0, 180).
     """
-    J = local_jacobian(wcs, x, y)
+    J = pixel_to_sky_jacobian(wcs, x, y)
     C = J @ _ellipse_cov(np.asarray(a_px, float), np.asarray(b_px, float), np.asarray(theta_px, float)) @ np.swapaxes(J, -1, -2)
     # axes in (east, north); the PA east of north is the angle from north toward east
     Cne = C[:, ::-1, ::-1]
@@ -224,7 +193,7 @@ def sky_to_pixel_shape(wcs, x, y, a_arcsec, b_arcsec, pa_deg):
     theta_px : ndarray (N,) float64
         Radians, CCW from +x, clipped to [-pi/2, pi/2] (what ``sep.sum_ellipse`` accepts).
     """
-    J = local_jacobian(wcs, x, y)
+    J = pixel_to_sky_jacobian(wcs, x, y)
     Jinv = np.linalg.inv(J)
     pa = np.deg2rad(np.asarray(pa_deg, float))
     # ellipse covariance in (north, east), then swap to (east, north)
@@ -410,8 +379,8 @@ def _merge(ra, dec, snr, radius_arcsec):
 
     ra0 = float(np.median(ra))
     dec0 = float(np.median(dec))
-    e = ((ra - ra0 + 180.0) % 360.0 - 180.0) * math.cos(math.radians(dec0)) * 3600.0
-    n = (dec - dec0) * 3600.0
+    e = ((ra - ra0 + 180.0) % 360.0 - 180.0) * math.cos(math.radians(dec0)) * ARCSEC_PER_DEG
+    n = (dec - dec0) * ARCSEC_PER_DEG
     pts = np.column_stack([e, n])
     tree = cKDTree(pts)
     order = np.lexsort((n, e, -snr))

@@ -5,7 +5,7 @@ catalog, :class:`BoxModel` builds, for every source,
 
 * its *anchor* (the initial sky position) and, in every image, the anchor's pixel
   position and the local Jacobian d(x, y)/d(east, north) (pixels per arcsec), from
-  the image's WCS;
+  the image's WCS (:func:`celeste.tangent.sky_to_pixel_jacobian`);
 * its *active pixels*: the unmasked pixels within the radius :func:`active_radius_px`
   of the anchor, where its expected light is not negligible against the sky noise;
 
@@ -38,12 +38,12 @@ from kernels.newton import INFO_CONVERGED, INFO_ELBO, INFO_GNORM, INFO_ITERS, N_
 from kernels.profiles import DEV_AMP, DEV_VAR, EXP_AMP, EXP_VAR
 from kernels.uncertainty import log_flux_sd, lrvb_covariance
 
+from . import ARCSEC_PER_DEG
 from .errors import NumericalError
 from .options import InferOptions
+from .tangent import sky_to_pixel_jacobian
 
 log = logging.getLogger("celeste.infer")
-
-ARCSEC_PER_DEG = 3600.0
 
 
 def prototype_array():
@@ -56,40 +56,6 @@ def prototype_array():
     pr[1, :len(DEV_AMP), 0] = DEV_AMP
     pr[1, :len(DEV_AMP), 1] = DEV_VAR
     return np.ascontiguousarray(pr)
-
-
-def local_jacobian(wcs, ra0, dec0, step_arcsec=1.0):
-    """Pixel position of (ra0, dec0) and d(x, y)/d(east, north) by central differences.
-
-    Parameters
-    ----------
-    wcs : astropy.wcs.WCS
-    ra0, dec0 : ndarray (n,)
-        Degrees.
-    step_arcsec : float
-
-    Returns
-    -------
-    xy : ndarray (n, 2)
-        0-based pixel coordinates (x = column, y = row).
-    jac : ndarray (n, 2, 2)
-        jac[:, :, 0] = d(x, y)/d east, jac[:, :, 1] = d(x, y)/d north, pixels per arcsec.
-    """
-    ra0 = np.atleast_1d(np.asarray(ra0, dtype=float))
-    dec0 = np.atleast_1d(np.asarray(dec0, dtype=float))
-    h = step_arcsec / ARCSEC_PER_DEG
-    cosd = np.cos(np.radians(dec0))
-    ras = np.concatenate([ra0, ra0 + h / cosd, ra0 - h / cosd, ra0, ra0])
-    decs = np.concatenate([dec0, dec0, dec0, dec0 + h, dec0 - h])
-    x, y = wcs.all_world2pix(ras, decs, 0)
-    n = len(ra0)
-    xy = np.stack([x[:n], y[:n]], axis=1)
-    jac = np.empty((n, 2, 2))
-    jac[:, 0, 0] = (x[n:2 * n] - x[2 * n:3 * n]) / (2 * step_arcsec)
-    jac[:, 1, 0] = (y[n:2 * n] - y[2 * n:3 * n]) / (2 * step_arcsec)
-    jac[:, 0, 1] = (x[3 * n:4 * n] - x[4 * n:]) / (2 * step_arcsec)
-    jac[:, 1, 1] = (y[3 * n:4 * n] - y[4 * n:]) / (2 * step_arcsec)
-    return xy, jac
 
 
 def active_radius_px(flux_nmgy, sky_sd_nmgy, psf_weight, psf_sigma_px, gal_sigma_px, eps, r_min, r_max):
@@ -242,7 +208,7 @@ class BoxModel:
         self.src_radius = np.zeros((ns, n_img))
         for n, im in enumerate(self.images):
             H, W = im.shape
-            xy, jac = local_jacobian(im.wcs, self.anchor[:, 0], self.anchor[:, 1])
+            xy, jac = sky_to_pixel_jacobian(im.wcs, self.anchor[:, 0], self.anchor[:, 1])
             band = im.band
             psf_w, psf_sig = self._psf_components(n)
             px_arcsec = 1.0 / math.sqrt(abs(np.linalg.det(jac.mean(axis=0))))
@@ -250,7 +216,7 @@ class BoxModel:
             for s in range(ns):
                 th = self.theta[s]
                 t_flux = math.exp(th[P.R_MEAN[0]] + P.COLOUR_TO_BAND[band] @ th[P.C_MEAN[0]:P.C_MEAN[0] + 4])
-                chi = 1 / (1 + math.exp(-th[P.A_STAR]))
+                chi = P.sigmoid(th[P.A_STAR])
                 gal_sig = 0.0 if chi > 0.8 else math.exp(th[P.E_SCALE]) / px_arcsec
                 r = active_radius_px(t_flux, sky_sd, psf_w, psf_sig, gal_sig, opt.active_eps, opt.min_radius_px,
                                      opt.max_radius_px)
@@ -510,7 +476,7 @@ class BoxModel:
             ra0, dec0 = self.anchor[s]
             out["dec"][s] = dec0 + th[P.U_NORTH] / ARCSEC_PER_DEG
             out["ra"][s] = (ra0 + th[P.U_EAST] / ARCSEC_PER_DEG / math.cos(math.radians(dec0))) % 360.0
-            chi = 1 / (1 + math.exp(-th[P.A_STAR]))
+            chi = P.sigmoid(th[P.A_STAR])
             out["is_star"][s] = chi
             t = P.STAR if chi >= 0.5 else P.GAL
             base = P.R_MEAN[t]
@@ -518,8 +484,8 @@ class BoxModel:
             var = math.exp(th[P.R_LOGVAR[t]]) + (P.COLOUR_TO_BAND ** 2) @ np.exp(th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4])
             flux = np.exp(mean + 0.5 * var)
             out["flux"][s] = flux
-            q = 1 / (1 + math.exp(-th[P.E_AXIS]))
-            out["gal_frac_dev"][s] = 1 / (1 + math.exp(-th[P.E_DEV]))
+            q = P.sigmoid(th[P.E_AXIS])
+            out["gal_frac_dev"][s] = P.sigmoid(th[P.E_DEV])
             out["gal_axis_ratio"][s] = q
             out["gal_angle_deg"][s] = math.degrees(th[P.E_ANGLE]) % 180.0
             out["gal_radius_arcsec"][s] = math.exp(th[P.E_SCALE]) * math.sqrt(q)
@@ -646,7 +612,7 @@ class BoxModel:
             from scipy.spatial import cKDTree
 
             cosd = np.cos(np.radians(np.median(dec)))
-            pts = np.stack([ra * cosd, dec], 1) * 3600.0
+            pts = np.stack([ra * cosd, dec], 1) * ARCSEC_PER_DEG
             pairs = cKDTree(pts).query_pairs(0.8, output_type="ndarray")
             drop = np.zeros(len(ra), bool)
             if len(pairs):

@@ -13,6 +13,7 @@ import os
 import numpy as np
 from astropy.table import Table, vstack
 
+from . import ARCSEC_PER_DEG
 from .catalog import FLAG_RESIDUAL, FLAG_USER_INIT, make_objid
 from .detect import detect_sources
 from .errors import DataError
@@ -54,7 +55,7 @@ def dedupe(cat):
     from scipy.spatial import cKDTree
 
     dec0 = np.radians(np.median(cat["dec"]))
-    xyz = np.stack([np.asarray(cat["ra"]) * math.cos(dec0), np.asarray(cat["dec"])], axis=1) * 3600.0
+    xyz = np.stack([np.asarray(cat["ra"]) * math.cos(dec0), np.asarray(cat["dec"])], axis=1) * ARCSEC_PER_DEG
     pairs = cKDTree(xyz).query_pairs(DEDUPE_ARCSEC, output_type="ndarray")
     same_field = (cat["run"][pairs[:, 0]] == cat["run"][pairs[:, 1]]) & (
         cat["camcol"][pairs[:, 0]] == cat["camcol"][pairs[:, 1]]) & (cat["field"][pairs[:, 0]] == cat["field"][pairs[:, 1]])

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from celeste import ARCSEC_PER_DEG
 from celeste.errors import ConfigError
 
 __all__ = ["Box", "make_boxes", "owner_box", "in_region", "region_width_deg"]
@@ -253,8 +254,8 @@ def make_boxes(region, box_arcsec, overlap_arcsec):
         raise ConfigError(f"box_arcsec must be positive, got {box_arcsec}")
     if not (math.isfinite(overlap_arcsec) and overlap_arcsec >= 0):
         raise ConfigError(f"overlap_arcsec must be >= 0, got {overlap_arcsec}")
-    box_deg = box_arcsec / 3600.0
-    ov_deg = overlap_arcsec / 3600.0
+    box_deg = box_arcsec / ARCSEC_PER_DEG
+    ov_deg = overlap_arcsec / ARCSEC_PER_DEG
 
     n_rows = _count(dec_max - dec_min, box_deg)
     dec_edges = _edges(dec_min, dec_max, n_rows)

@@ -15,7 +15,8 @@ from kernels import params as P
 from kernels.elbo import N_IMG_COLS, N_PIX_COLS, source_light
 
 from . import BANDS
-from .infer import local_jacobian, prototype_array
+from .infer import prototype_array
+from .tangent import sky_to_pixel_jacobian
 
 
 def theta_from_row(row):
@@ -56,7 +57,7 @@ def render_model(image, psf_mixture, catalog, radius_px=40.0):
     proto = prototype_array()
     psf = np.ascontiguousarray(psf_mixture[None])
     if len(catalog):
-        xy, jac = local_jacobian(image.wcs, np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float))
+        xy, jac = sky_to_pixel_jacobian(image.wcs, np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float))
     for i in range(len(catalog)):
         x0, y0 = xy[i]
         rad = radius_px
@@ -119,7 +120,8 @@ def residual_png(path, image, model, catalog, title=""):
     axes[2].set_title("residual (x - F) / sqrt(F)")
     fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.02, label="sigma")
     if len(catalog):
-        xy, jac = local_jacobian(image.wcs, np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float))
+        xy, jac = sky_to_pixel_jacobian(image.wcs, np.asarray(catalog["ra"], float),
+                                        np.asarray(catalog["dec"], float))
         pxscale = 1.0 / math.sqrt(abs(np.linalg.det(jac.mean(axis=0))))
         for ax in axes[:2]:
             for i in range(len(catalog)):

@@ -42,11 +42,10 @@ import sys
 
 import numpy as np
 
-from celeste import BANDS
+from celeste import ARCSEC_PER_DEG, BANDS
 from celeste.errors import CelesteError, ConfigError, DataError
+from celeste.sdss import ARCSEC_PER_PX
 
-#: SDSS pixel scale, arcsec per pixel
-ARCSEC_PER_PX = 0.396
 
 #: adjacent-band colours scored, as (band a, band b) for m_a - m_b
 COLOURS = (("u", "g"), ("g", "r"), ("r", "i"), ("i", "z"))
@@ -393,7 +392,7 @@ def angular_separation_arcsec(ra1, dec1, ra2, dec2):
     """Great-circle separation (haversine formula), arcsec; inputs in degrees, broadcast."""
     ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (ra1, dec1, ra2, dec2))
     s = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(s, 0.0, 1.0)))) * 3600.0
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(s, 0.0, 1.0)))) * ARCSEC_PER_DEG
 
 
 def match(cat, truth, radius_arcsec=1.0, mag_window=None):
@@ -440,7 +439,7 @@ def match(cat, truth, radius_arcsec=1.0, mag_window=None):
         return empty
     v_c = _unit_vectors(cat["ra"][ok_c], cat["dec"][ok_c])
     v_t = _unit_vectors(truth["ra"][ok_t], truth["dec"][ok_t])
-    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
+    chord = 2.0 * math.sin(math.radians(radius_arcsec / ARCSEC_PER_DEG) / 2.0)
     pairs = cKDTree(v_t).sparse_distance_matrix(cKDTree(v_c), chord * (1 + 1e-12), output_type="ndarray")
     if len(pairs) == 0:
         return empty

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 #: (rows, columns) of an SDSS frame
 FRAME_SHAPE = (1489, 2048)
 
+#: nominal SDSS pixel scale, arcsec per pixel (the WCS gives the local value)
+ARCSEC_PER_PX = 0.396
+
 #: fpM mask planes that make a pixel unusable (SDSS photo S_MASK_* names)
 FPM_BAD_PLANES = ("INTERP", "SATUR", "CR", "GHOST")
 

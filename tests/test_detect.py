@@ -8,13 +8,13 @@ from astropy.wcs import WCS
 
 from celeste.detect import (
     detect_sources,
-    local_jacobian,
     nmgy_image,
     pixel_to_sky_shape,
     sky_to_pixel_shape,
 )
 from celeste.errors import ConfigError
 from celeste.images import Image
+from celeste.tangent import pixel_to_sky_jacobian
 
 PIX_ARCSEC = 0.396
 SIGMA_PSF = 1.5  # pixels
@@ -203,7 +203,7 @@ def test_shape_conversions_round_trip():
     _, _, pa1 = pixel_to_sky_shape(w0, np.array([50.0]), np.array([50.0]), np.array([3.0]), np.array([1.0]),
                                    np.array([np.pi / 2]))
     assert np.isclose(pa1[0], 90, atol=1e-3)
-    J = local_jacobian(w0, np.array([10.0]), np.array([10.0]))[0]
+    J = pixel_to_sky_jacobian(w0, np.array([10.0]), np.array([10.0]))[0]
     assert np.allclose(J, [[0, PIX_ARCSEC], [PIX_ARCSEC, 0]], atol=1e-6)
 
 
