@@ -4,7 +4,7 @@ status 2 and a one-line message naming the file or argument -- never a bare trac
 never a silently wrong catalog.
 
 Each case copies the sample field 2583-2-136 into tmp_path (frames decompressed to plain
-FITS once per module, untouched files symlinked), breaks one thing, and runs
+FITS once per session, untouched files symlinked), breaks one thing, and runs
 ``celeste.cli.main`` in-process on a tiny region.  Runs with ``--init`` skip detection and
 take a few seconds each.
 
@@ -19,10 +19,8 @@ photoField      stops (exit 2, names the photoField)
 fpM (band b)    goes on, band b has no fpM mask (warning names the fpM file)
 ==============  ==========================================================================
 """
-import bz2
 import logging
 import os
-import shutil
 import subprocess
 import sys
 
@@ -36,85 +34,13 @@ from astropy.table import Table
 from celeste import BANDS
 from celeste.catalog import FLAG_NO_PIXELS, FLAG_USER_INIT
 from celeste.cli import main
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "data", "sdss")
-RUN, CAMCOL, FIELD = 2583, 2, 136
-REL_FIELD = os.path.join("2583", "2", "136")
-REL_CAMCOL = os.path.join("2583", "2")
-TINY = ["323.36", "323.37", "-0.70", "-0.69"]
-#: three well separated sources of the tiny region (fitted positions, deg), in RA order
-TINY_SOURCES = ([323.3603656, 323.3641696, 323.3678315], [-0.6989333, -0.6919402, -0.6928713])
-
-
-def frame_name(band, bz=False):
-    return f"frame-{band}-{RUN:06d}-{CAMCOL}-{FIELD:04d}.fits" + (".bz2" if bz else "")
-
-
-def fpm_name(band):
-    return f"fpM-{RUN:06d}-{band}{CAMCOL}-{FIELD:04d}.fits"
-
-
-PSFIELD = f"psField-{RUN:06d}-{CAMCOL}-{FIELD:04d}.fits"
-PHOTOFIELD = f"photoField-{RUN:06d}-{CAMCOL}.fits"
-
-
-@pytest.fixture(scope="module")
-def plain_data(tmp_path_factory):
-    """The sample field with frames decompressed (plain FITS reads cutouts fast)."""
-    root = tmp_path_factory.mktemp("plain") / "sdss"
-    fdir = root / REL_FIELD
-    fdir.mkdir(parents=True)
-    src = os.path.join(DATA, REL_FIELD)
-    for b in BANDS:
-        with open(os.path.join(src, frame_name(b, bz=True)), "rb") as f:
-            (fdir / frame_name(b)).write_bytes(bz2.decompress(f.read()))
-        shutil.copy(os.path.join(src, fpm_name(b)), fdir)
-    shutil.copy(os.path.join(src, PSFIELD), fdir)
-    shutil.copy(os.path.join(DATA, REL_CAMCOL, PHOTOFIELD), root / REL_CAMCOL)
-    return root
-
-
-def clone(src_root, dst_root):
-    """Copy a data tree as symlinks (cheap); files to break are replaced, never edited in place."""
-    for dirpath, _, files in os.walk(src_root):
-        rel = os.path.relpath(dirpath, src_root)
-        os.makedirs(os.path.join(dst_root, rel), exist_ok=True)
-        for f in files:
-            if f.startswith("."):
-                continue
-            os.symlink(os.path.join(dirpath, f), os.path.join(dst_root, rel, f))
-    return dst_root
+from fielddata import (CAMCOL, DATA, FIELD, PHOTOFIELD, PSFIELD, REL_CAMCOL, REL_FIELD, RUN, TINY, TINY_SOURCES, clone,
+                       fpath, fpm_name, frame_name, pixel_of, replace_bytes, rewrite_fits, write_init)
 
 
 @pytest.fixture
 def data(plain_data, tmp_path):
     return clone(str(plain_data), str(tmp_path / "sdss"))
-
-
-def fpath(root, name):
-    return os.path.join(root, REL_FIELD, name)
-
-
-def replace_bytes(path, raw):
-    os.unlink(path)
-    with open(path, "wb") as f:
-        f.write(raw)
-
-
-def rewrite_fits(path, edit):
-    """Read ``path`` (a symlink into the shared copy), apply ``edit(hdul)``, write a real file there."""
-    with fits.open(path, memmap=False) as hdul:
-        hdul = fits.HDUList([h.copy() for h in hdul])
-    edit(hdul)
-    os.unlink(path)
-    hdul.writeto(path)
-
-
-def write_init(path, ra, dec, **cols):
-    t = Table({"ra": np.asarray(ra, float), "dec": np.asarray(dec, float), **cols})
-    t.write(path, overwrite=True)
-    return str(path)
 
 
 def run_cli(tmp_path, data_dir, region=TINY, init=None, extra=(), name="cat"):
@@ -253,21 +179,13 @@ def test_missing_fpm_goes_on_with_warning(data, tmp_path, caplog):
 # ------------------------------------------------------------------ bad pixels
 
 
-def _pixel(path, ra, dec):
-    from astropy.wcs import WCS
-
-    with fits.open(path) as h:
-        x, y = WCS(h[0].header).all_world2pix([ra], [dec], 0)
-    return int(round(float(x[0]))), int(round(float(y[0])))
-
-
 def test_nonfinite_pixels_flag_the_covered_source(data, tmp_path):
     """NaN (u g r) and +-inf (i z) over a 81 x 81 pixel patch around the first source: it has
     no usable pixel, so it is flagged FLAG_NO_PIXELS; the others (> 64 px away) are fitted."""
     ra, dec = TINY_SOURCES
     for k, b in enumerate(BANDS):
         path = fpath(data, frame_name(b))
-        x, y = _pixel(path, ra[0], dec[0])
+        x, y = pixel_of(path, ra[0], dec[0])
         value = [np.nan, np.nan, np.nan, np.inf, -np.inf][k]
 
         def edit(h, x=x, y=y, value=value):
@@ -294,7 +212,7 @@ def test_nonfinite_pixels_during_detection(data, tmp_path):
     stripes = {}
     for b in BANDS:
         path = fpath(data, frame_name(b))
-        x, y = _pixel(path, ra[1], dec[1])
+        x, y = pixel_of(path, ra[1], dec[1])
         stripes[b] = (x - 15, x + 16)
 
         def edit(h, x=x):
@@ -319,7 +237,7 @@ def test_saturated_star_masked_and_fitted(data, tmp_path):
     from celeste.sdss import load_field
 
     ra_s, dec_s = 323.409396, -0.763568
-    x, y = _pixel(fpath(data, frame_name("r")), ra_s, dec_s)
+    x, y = pixel_of(fpath(data, frame_name("r")), ra_s, dec_s)
     (im,) = load_field(data, RUN, CAMCOL, FIELD, bands=("r",), box=(x - 30, x + 31, y - 30, y + 31))
     assert im.mask[30, 30] and im.mask.sum() > 300
     region = ["323.405", "323.415", "-0.768", "-0.758"]

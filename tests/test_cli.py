@@ -19,7 +19,7 @@ from celeste import BANDS, __version__
 from celeste.catalog import FLAG_DOC, FLAG_NO_PIXELS, FLAG_USER_INIT
 from celeste.cli import EXIT_INCOMPLETE, main
 
-from test_bad_input import DATA, TINY, TINY_SOURCES, plain_data, write_init  # noqa: F401 - fixture
+from fielddata import DATA, TINY, TINY_SOURCES, clone, fpath, frame_name, pixel_of, rewrite_fits, write_init
 
 REQUIRED = (["objid", "ra", "dec", "is_star"] + [f"flux_{b}" for b in BANDS] + [f"flux_{b}_sd" for b in BANDS]
             + [f"mag_{b}" for b in BANDS]
@@ -50,7 +50,7 @@ def _temp_files(*dirs):
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory, plain_data):  # noqa: F811
+def e2e(tmp_path_factory, plain_data):
     """Flags run and job-file run of the tiny region (detection + inference)."""
     d = tmp_path_factory.mktemp("e2e")
     out = d / "flags.fits"
@@ -200,7 +200,7 @@ def test_bad_option_names_argument(tmp_path, capsys, argv_extra, word):
     assert err.startswith("celeste-infer: error:") and word in err
 
 
-def test_restart_discards_old_results_and_writes_atomically(plain_data, tmp_path, monkeypatch):  # noqa: F811
+def test_restart_discards_old_results_and_writes_atomically(plain_data, tmp_path, monkeypatch):
     import celeste.run
 
     init = write_init(tmp_path / "init.fits", *TINY_SOURCES)
@@ -278,7 +278,7 @@ def test_time_limit_forms_accepted(tmp_path, capsys, value):
 
 
 @pytest.mark.slow
-def test_time_limit_counts_from_job_start(plain_data, tmp_path):  # noqa: F811
+def test_time_limit_counts_from_job_start(plain_data, tmp_path):
     """Detection of the field takes several seconds; with --time-limit 2 no box may start."""
     import time
 
@@ -291,12 +291,10 @@ def test_time_limit_counts_from_job_start(plain_data, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_restart_redoes_detection(plain_data, tmp_path):  # noqa: F811
+def test_restart_redoes_detection(plain_data, tmp_path):
     """Detections from data that has since changed must not be reused: the first source's pixels
     are blanked in every band (a changed input file, so --restart is needed); after the restart
     no source may sit inside the blanked patch."""
-    from test_bad_input import _pixel, clone, fpath, frame_name, rewrite_fits
-
     data = clone(str(plain_data), str(tmp_path / "sdss"))
     out, rd = tmp_path / "r.fits", tmp_path / "r.run"
     argv = _argv(out, data_dir=data, run_dir=rd, extra=["--max-passes", "1", "--overwrite"])
@@ -304,7 +302,7 @@ def test_restart_redoes_detection(plain_data, tmp_path):  # noqa: F811
     ra, dec = TINY_SOURCES
     for b in BANDS:
         path = fpath(data, frame_name(b))
-        x, y = _pixel(path, ra[0], dec[0])
+        x, y = pixel_of(path, ra[0], dec[0])
 
         def edit(h, x=x, y=y):
             h[0].data[y - 40:y + 41, x - 40:x + 41] = np.nan

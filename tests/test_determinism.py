@@ -22,25 +22,20 @@ residuals are covered too.
 
 Everything here launches processes and takes minutes: marked ``slow`` (and ``mpi``).
 """
-import bz2
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data" / "sdss"
-RUN, CAMCOL, FIELD = 2583, 2, 136
-REGION = ("323.36", "323.38", "-0.70", "-0.68")
-BOX_ARGS = ("--box-arcsec", "30", "--overlap-arcsec", "10")
+from fielddata import ROOT, cli_command, read_catalog
+from fielddata import run_command as run_cli
+
 #: columns that are timings, not results
 TIMING_COLUMNS = ("opt_seconds",)
 
@@ -50,59 +45,10 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found on PAT
 pytestmark = pytest.mark.slow
 
 
-def stage_data(dest):
-    """Copy the field's files to ``dest`` with the frames decompressed; returns ``dest``."""
-    src_field = DATA / str(RUN) / str(CAMCOL) / str(FIELD)
-    dst_field = Path(dest) / str(RUN) / str(CAMCOL) / str(FIELD)
-    dst_field.mkdir(parents=True, exist_ok=True)
-    shutil.copy(DATA / str(RUN) / str(CAMCOL) / f"photoField-{RUN:06d}-{CAMCOL}.fits", dst_field.parent)
-    for f in src_field.iterdir():
-        if f.name.endswith(".bz2"):
-            with bz2.open(f, "rb") as fin, open(dst_field / f.name[:-4], "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-        else:
-            shutil.copy(f, dst_field)
-    return Path(dest)
-
-
-def write_init_catalog(data_dir, path):
-    """SEP detection on the field (celeste.initcat.detect_field) written as an --init FITS."""
-    from celeste.initcat import detect_field
-    from celeste.options import JobOptions
-
-    opts = JobOptions(region=(323.36, 323.38, -0.70, -0.68), data_dir=str(data_dir))
-    cat = detect_field(opts, RUN, CAMCOL, FIELD)
-    cat.write(path, overwrite=True)
-    return path
-
-
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory):
-    """(data_dir, init_path) shared by the module's runs."""
-    base = tmp_path_factory.mktemp("determinism")
-    data_dir = stage_data(base / "sdss")
-    init = write_init_catalog(data_dir, base / "init.fits")
-    return data_dir, init
-
-
-def cli_command(data_dir, init, out, run_dir, ranks=None, threads=1, region=REGION, box_args=BOX_ARGS):
-    """The celeste-infer command line (under mpiexec when ``ranks`` is given)."""
-    cmd = [sys.executable, "-m", "celeste.cli", "--region", *region, *box_args, "--data-dir", str(data_dir),
-           "--init", str(init), "--out", str(out), "--run-dir", str(run_dir), "--threads", str(threads),
-           "--residual-rounds", "1", "--overwrite", "--no-progress"]
-    if ranks is not None:
-        cmd = [MPIEXEC, "-n", str(ranks)] + cmd
-    return cmd
-
-
-def run_cli(cmd, timeout=600):
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def read_catalog(path):
-    return Table.read(path, hdu=1)
+def staged(plain_data, detected_init):
+    """(data_dir, init_path) shared by the module's runs (conftest.py)."""
+    return plain_data, detected_init
 
 
 def assert_identical(a, b, what):

@@ -16,7 +16,8 @@ import math
 import numpy as np
 import pytest
 
-from test_determinism import cli_command, read_catalog, run_cli, stage_data, write_init_catalog
+from fielddata import cli_command, read_catalog
+from fielddata import run_command as run_cli
 
 REGION = ("323.36", "323.38", "-0.70", "-0.69")
 SEAM_RA = 323.37
@@ -72,10 +73,9 @@ def seam_comparison(one, two, seam_ra=SEAM_RA, near_arcsec=SEAM_ARCSEC):
 
 
 @pytest.fixture(scope="module")
-def catalogs(tmp_path_factory):
+def catalogs(tmp_path_factory, plain_data, detected_init):
     base = tmp_path_factory.mktemp("seams")
-    data_dir = stage_data(base / "sdss")
-    init = write_init_catalog(data_dir, base / "init.fits")
+    data_dir, init = plain_data, detected_init
     out = {}
     for name, box in (("one", "1000"), ("two", "40")):
         cat, rd = base / f"{name}.fits", base / f"{name}.run"
