@@ -22,7 +22,7 @@ setup(
         "mpich>=4.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "galsim>=2.4", "photutils>=1.9"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "galsim>=2.4", "photutils>=1.9"],
         "bench": ["jax", "jaxlib", "galsim>=2.4", "photutils>=1.9"],
     },
     entry_points={

@@ -29,8 +29,9 @@ FAULTS = {
     "500": "answer HTTP 500 Internal Server Error",
     "503": "answer HTTP 503 Service Unavailable",
     "404": "answer HTTP 404 Not Found",
-    "slow": "send nothing for `stall_seconds`, then close (timeout before headers)",
-    "stall": "send headers and half the body, then stall for `stall_seconds` and close",
+    "slow": "send nothing for `stall_seconds` (None: until the server stops), then close (timeout before headers)",
+    "stall": "send headers and half the body, then stall for `stall_seconds` (None: until the server stops), "
+             "then close",
     "corrupt": "send the right status and length, but bytes that are not the file",
 }
 """Fault kinds understood by :meth:`FaultServer.inject`."""
@@ -222,8 +223,9 @@ class FaultServer:
     ----------
     files : dict str -> bytes
         URL path -> body.
-    stall_seconds : float
-        How long ``slow`` and ``stall`` faults hold the connection.
+    stall_seconds : float or None
+        How long ``slow`` and ``stall`` faults hold the connection; None holds it until
+        :meth:`stop`, so that only the client's timeout ends it (no race between the two).
 
     Attributes
     ----------

@@ -242,24 +242,37 @@ def test_job_file_region_crossing_ra0(tmp_path, capsys):
 # ------------------------------------------------------------------ --time-limit
 
 
-def test_time_limit_exit3_then_next_run_completes(plain_data, tmp_path, caplog):  # noqa: F811
-    """Four boxes; a 1 s limit lets one box finish (then 1 s < elapsed + 1.5 x median box time):
+def test_time_limit_exit3_then_next_run_completes(plain_data, tmp_path, caplog, monkeypatch):
+    """Four boxes of 100 s each on a fake clock (``celeste.run._clock``, advanced by every box):
+    with ``--time-limit 300`` two boxes fit (then 200 s + 1.5 x the median box time > 300 s):
     exit 3 and no catalog.  The same command without the limit continues from the finished
-    box, and the catalog equals an uninterrupted run's."""
+    boxes, and the catalog equals an uninterrupted run's."""
+    import celeste.pipeline
+    import celeste.run
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(celeste.run, "_clock", lambda: clock["t"])
+    real_process_box = celeste.pipeline.process_box
+
+    def box_of_100_s(*args, **kw):
+        table = real_process_box(*args, **kw)
+        clock["t"] += 100.0
+        return table
+
+    monkeypatch.setattr(celeste.pipeline, "process_box", box_of_100_s)
     init = write_init(tmp_path / "init.fits", *GRID_SOURCES)
     out, rd = tmp_path / "t.fits", tmp_path / "t.run"
     argv = _argv(out, region=GRID, data_dir=plain_data, run_dir=rd, extra=["--init", init, *GRID_OPTS])
     with caplog.at_level(logging.INFO, logger="celeste"):
-        rc = main(argv + ["--time-limit", "1"])
+        rc = main(argv + ["--time-limit", "300"])
     assert rc == EXIT_INCOMPLETE
     assert not os.path.exists(out)
-    done = sorted(os.listdir(rd / "boxes"))
-    assert 1 <= len(done) < 4
+    assert sorted(os.listdir(rd / "boxes")) == ["box-000000.fits", "box-000001.fits"]
     assert any("time limit reached" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="celeste"):
         assert main(argv) == 0
-    assert any(f"4 tasks, {len(done)} already finished" in r.getMessage() for r in caplog.records)
+    assert any("4 tasks, 2 already finished" in r.getMessage() for r in caplog.records)
     ref_out = tmp_path / "ref.fits"
     assert main(_argv(ref_out, region=GRID, data_dir=plain_data, extra=["--init", init, *GRID_OPTS])) == 0
     a, b = Table.read(out), Table.read(ref_out)

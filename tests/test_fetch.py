@@ -19,8 +19,12 @@ except ImportError:  # tests/ imported as a package
     from tests import httpfault
 
 RUN, CAMCOL, FIELD = 2583, 2, 136
-FAST = dict(retries=3, timeout=0.5, backoff=0.01, max_backoff=0.05, progress=False)
-STALL = 1.5  # > FAST["timeout"]
+#: a timeout no healthy loopback transfer comes near, so that retry counts do not depend on
+#: the machine's speed or load
+FAST = dict(retries=3, timeout=30.0, backoff=0.01, max_backoff=0.05, progress=False)
+#: the timeout of tests that make the server stall: stalled connections stay silent until
+#: the server stops, so only the client's timeout ends them
+STALL_TIMEOUT = 1.0
 
 
 def _key(f):
@@ -61,14 +65,14 @@ def _no_proxy(monkeypatch):
 @pytest.fixture
 def server(sample, monkeypatch):
     _no_proxy(monkeypatch)
-    with httpfault.FaultServer(sample[0], stall_seconds=STALL) as srv:
+    with httpfault.FaultServer(sample[0], stall_seconds=None) as srv:
         yield srv
 
 
 @pytest.fixture
 def real_server(real_sample, monkeypatch):
     _no_proxy(monkeypatch)
-    with httpfault.FaultServer(real_sample[0], stall_seconds=STALL) as srv:
+    with httpfault.FaultServer(real_sample[0], stall_seconds=None) as srv:
         yield srv
 
 
@@ -183,7 +187,8 @@ def test_each_fault_is_recovered(tmp_path, server, sample, key, faults):
     f, url = _get(server, sample, key)
     server.inject(f.url_path, *faults)
     dest = tmp_path / f.local_name
-    fetch.download(url, dest, **FAST)
+    stalls = {"slow", "stall"} & set(faults)
+    fetch.download(url, dest, **{**FAST, "timeout": STALL_TIMEOUT if stalls else FAST["timeout"]})
     assert dest.read_bytes() == _expected(f)
     gets = server.gets(f.url_path)
     assert len(gets) == len(faults) + 1
@@ -202,7 +207,8 @@ def test_faults_on_several_files_of_a_field(tmp_path, server, sample):
     for key, faults in [("frame_r", ("truncate",)), ("fpM_r", ("500", "drop")),
                         ("psField", ("slow",)), ("photoField", ("corrupt", "503"))]:
         server.inject(sample[1][key].url_path, *faults)
-    fetch.fetch_field(RUN, CAMCOL, FIELD, tmp_path, mirror=server.mirror, bands="r", **FAST)
+    fetch.fetch_field(RUN, CAMCOL, FIELD, tmp_path, mirror=server.mirror, bands="r",
+                      **{**FAST, "timeout": STALL_TIMEOUT})  # the psField stalls ("slow")
     for key in ("frame_r", "fpM_r", "psField", "photoField"):
         f = sample[1][key]
         assert (tmp_path / f.local_name).read_bytes() == _expected(f)
@@ -213,7 +219,7 @@ def test_permanent_failure_exits_2_naming_the_url(tmp_path, server, sample, caps
     server.fail_always(f.url_path, "500")
     status = fetch.main(["--run", str(RUN), "--camcol", str(CAMCOL), "--field", str(FIELD),
                          "--data-dir", str(tmp_path), "--mirror", server.mirror,
-                         "--bands", "r", "--retries", "2", "--timeout", "1",
+                         "--bands", "r", "--retries", "2", "--timeout", "30",
                          "--backoff", "0.01", "--quiet"])
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
