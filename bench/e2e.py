@@ -21,14 +21,9 @@ import sys
 import tempfile
 import time
 
-import warnings
-
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from astropy.units import UnitsWarning
-
-warnings.simplefilter("ignore", UnitsWarning)  # 'nmgy' is not a FITS-standard unit; TUNIT keeps its name
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
