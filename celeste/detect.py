@@ -498,48 +498,73 @@ def detect_sources(images, wcs_ref=None, *, ref=None, method="combined", detect_
         raise ConfigError(f"detect_bands={tuple(detect_bands)}: none of these bands is among the images")
     det_idx.sort(key=lambda i: images[i].band)
 
+    extract_kw = dict(thresh=thresh, minarea=minarea, deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont,
+                      clean=clean)
     if method == "combined":
         data, var, mask = combined_detection_image(images, det_idx, ref)
         data = _local_background_subtracted(sep, data, mask, bkg_mesh)
-        obj = _extract(sep, data, var, mask, thresh, minarea, deblend_nthresh, deblend_cont, clean)
-        x, y = obj["x"].astype(np.float64), obj["y"].astype(np.float64)
-        a_px, b_px, th = obj["a"].astype(np.float64), obj["b"].astype(np.float64), obj["theta"].astype(np.float64)
-        _, f, fe = _kron(sep, data, var, mask, x, y, a_px, b_px, th)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            snr = np.where(fe > 0, f / fe, 0.0)
-        ra, dec = ref_im.wcs.all_pix2world(x, y, 0)
-        a_as, b_as, pa = pixel_to_sky_shape(ref_im.wcs, x, y, a_px, b_px, th)
-        ndet = np.full(len(x), len(det_idx), dtype=np.int64)
+        ra, dec, snr, a_as, b_as, pa = _extract_and_measure(sep, data, var, mask, ref_im.wcs, extract_kw)
+        ndet = np.full(len(ra), len(det_idx), dtype=np.int64)
     else:
-        parts = []
-        for i in det_idx:
-            d, v, m = nmgy_image(images[i])
-            d = _local_background_subtracted(sep, d, m, bkg_mesh)
-            o = _extract(sep, d, v, m, thresh, minarea, deblend_nthresh, deblend_cont, clean)
-            if len(o) == 0:
-                continue
-            ox, oy = o["x"].astype(np.float64), o["y"].astype(np.float64)
-            oa, ob, ot = o["a"].astype(np.float64), o["b"].astype(np.float64), o["theta"].astype(np.float64)
-            _, f, fe = _kron(sep, d, v, m, ox, oy, oa, ob, ot)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                s = np.where(fe > 0, f / fe, 0.0)
-            r_, d_ = images[i].wcs.all_pix2world(ox, oy, 0)
-            a_, b_, p_ = pixel_to_sky_shape(images[i].wcs, ox, oy, oa, ob, ot)
-            parts.append((r_, d_, s, a_, b_, p_, np.full(len(ox), images[i].band)))
-        if parts:
-            cat = [np.concatenate([p[k] for p in parts]) for k in range(7)]
-        else:
-            cat = [np.zeros(0)] * 7
-        r_all, d_all, s_all, a_all, b_all, p_all, band_all = cat
-        if len(r_all):
-            keep, label = _merge(r_all, d_all, s_all, match_radius_arcsec)
-            ndet = np.array([len(np.unique(band_all[label == g])) for g in range(len(keep))], dtype=np.int64)
-        else:
-            keep, ndet = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        ra, dec, snr = r_all[keep], d_all[keep], s_all[keep]
-        a_as, b_as, pa = a_all[keep], b_all[keep], p_all[keep]
+        ra, dec, snr, a_as, b_as, pa, ndet = _detect_per_band(sep, images, det_idx, bkg_mesh, extract_kw,
+                                                              match_radius_arcsec)
+    t = _detection_table(sep, images, ref_im, wcs_ref if wcs_ref is not None else ref_im.wcs,
+                         ra, dec, snr, a_as, b_as, pa, ndet)
+    t.meta["method"] = method
+    t.meta["thresh_sigma"] = float(thresh)
+    t.meta["clean"] = bool(clean)
+    t.meta["detect_bands"] = "".join(BANDS[images[i].band] for i in det_idx)
+    return t
 
-    out_wcs = wcs_ref if wcs_ref is not None else ref_im.wcs
+
+def _extract_and_measure(sep, data, var, mask, wcs, extract_kw):
+    """SEP extraction on one image, then Kron S/N and sky positions and shapes of the objects.
+
+    Returns
+    -------
+    ra, dec, snr, a_arcsec, b_arcsec, pa_deg : ndarray (N,) float64
+    """
+    obj = _extract(sep, data, var, mask, **extract_kw)
+    if len(obj) == 0:
+        return (np.zeros(0),) * 6
+    x, y = obj["x"].astype(np.float64), obj["y"].astype(np.float64)
+    a_px, b_px, th = obj["a"].astype(np.float64), obj["b"].astype(np.float64), obj["theta"].astype(np.float64)
+    _, f, fe = _kron(sep, data, var, mask, x, y, a_px, b_px, th)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(fe > 0, f / fe, 0.0)
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    a_as, b_as, pa = pixel_to_sky_shape(wcs, x, y, a_px, b_px, th)
+    return ra, dec, snr, a_as, b_as, pa
+
+
+def _detect_per_band(sep, images, det_idx, bkg_mesh, extract_kw, match_radius_arcsec):
+    """Detections of every detection band, merged within ``match_radius_arcsec`` (:func:`_merge`).
+
+    Returns
+    -------
+    ra, dec, snr, a_arcsec, b_arcsec, pa_deg : ndarray (N,) float64
+        Of the brightest detection of each merged group.
+    n_det_bands : ndarray (N,) int64
+    """
+    parts = []
+    for i in det_idx:
+        d, v, m = nmgy_image(images[i])
+        d = _local_background_subtracted(sep, d, m, bkg_mesh)
+        found = _extract_and_measure(sep, d, v, m, images[i].wcs, extract_kw)
+        if len(found[0]):
+            parts.append(found + (np.full(len(found[0]), images[i].band),))
+    cat = [np.concatenate([p[k] for p in parts]) for k in range(7)] if parts else [np.zeros(0)] * 7
+    r_all, d_all, s_all, a_all, b_all, p_all, band_all = cat
+    if len(r_all):
+        keep, label = _merge(r_all, d_all, s_all, match_radius_arcsec)
+        ndet = np.array([len(np.unique(band_all[label == g])) for g in range(len(keep))], dtype=np.int64)
+    else:
+        keep, ndet = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return r_all[keep], d_all[keep], s_all[keep], a_all[keep], b_all[keep], p_all[keep], ndet
+
+
+def _detection_table(sep, images, ref_im, out_wcs, ra, dec, snr, a_as, b_as, pa, ndet):
+    """The detection table of :func:`detect_sources` (fluxes in every band, star guess), sorted."""
     if len(ra):
         ox, oy = out_wcs.all_world2pix(ra, dec, 0)
     else:
@@ -565,13 +590,7 @@ def detect_sources(images, wcs_ref=None, *, ref=None, method="combined", detect_
         t["is_star_guess"] = np.zeros(0)
     t["det_snr"] = np.asarray(snr, dtype=np.float64)
     t["n_det_bands"] = np.asarray(ndet, dtype=np.int64)
-    order = np.lexsort((t["dec"], t["ra"], -t["det_snr"]))
-    t = t[order]
-    t.meta["method"] = method
-    t.meta["thresh_sigma"] = float(thresh)
-    t.meta["clean"] = bool(clean)
-    t.meta["detect_bands"] = "".join(BANDS[images[i].band] for i in det_idx)
-    return t
+    return t[np.lexsort((t["dec"], t["ra"], -t["det_snr"]))]
 
 
 def band_fluxes(sep, image, ra, dec, a_arcsec, b_arcsec, pa_deg):

@@ -184,10 +184,8 @@ def field_footprint(data_dir, run, camcol, field, band=None):
 
     Parameters
     ----------
-    data_dir : str or path-like
-        Root of the layout ``<data-dir>/<run>/<camcol>/<field>/``.
-    run, camcol, field : int
-        SDSS identifiers.
+    data_dir, run, camcol, field
+        As :func:`celeste.sdss.field_paths`.
     band : int or str, optional
         Frame to use; by default r, else the first present of g i z u.
 

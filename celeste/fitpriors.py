@@ -212,6 +212,7 @@ def fit_priors(catalog_path, r_mag_max=23.0, colour_mag_max=26.0, clip=0.02, k_m
     Returns
     -------
     Priors
+        With the selection, sample sizes, BIC table and source file in ``provenance``.
 
     Raises
     ------

@@ -79,6 +79,13 @@ class Kind:
         raise NotImplementedError
 
 
+def _require(ok, label, what, value):
+    """``value`` if ``ok``, else ConfigError "<label> must be <what>, got <value>"."""
+    if not ok:
+        raise ConfigError(f"{label} must be {what}, got {value!r}")
+    return value
+
+
 def _number(value, label):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{label} must be a number, got {value!r}")
@@ -87,55 +94,45 @@ def _number(value, label):
     return float(value)
 
 
-class Int(Kind):
-    """An integer in [lo, hi]."""
-
-    metavar = "N"
-
-    def __init__(self, lo=None, hi=None):
-        self.lo, self.hi = lo, hi
-        self.doc = "integer" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
-
-    def from_text(self, text, label):
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"{label} must be an integer, got {text!r}") from None
-        return self.check(value, label)
-
-    def check(self, value, label, root=None):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{label} must be an integer, got {value!r}")
-        if self.lo is not None and value < self.lo:
-            raise ConfigError(f"{label} must be >= {self.lo}, got {value}")
-        if self.hi is not None and value > self.hi:
-            raise ConfigError(f"{label} must be <= {self.hi}, got {value}")
-        return int(value)
-
-
 class Number(Kind):
-    """A finite float, > ``gt`` or >= ``ge`` when given."""
+    """A finite number within bounds: ``gt`` (>), ``ge`` (>=), ``le`` (<=) when given.
+
+    ``Number(...)`` takes floats (integers become floats); :func:`Int` makes the integer kind,
+    which refuses non-integers (``threads = 2.0`` in a job file is an error).
+    """
 
     metavar = "X"
 
-    def __init__(self, gt=None, ge=None):
-        self.gt, self.ge = gt, ge
-        self.doc = "number" + (f" > {gt}" if gt is not None else "") + (f" >= {ge}" if ge is not None else "")
+    def __init__(self, gt=None, ge=None, le=None, integer=False):
+        self.gt, self.ge, self.le, self.integer = gt, ge, le, integer
+        self.name = "an integer" if integer else "a number"
+        bounds = [f"> {gt}" if gt is not None else "", f">= {ge}" if ge is not None else "",
+                  f"<= {le}" if le is not None else ""]
+        self.doc = " ".join(["integer" if integer else "number"] + [b for b in bounds if b])
+        if integer:
+            self.metavar = "N"
 
     def from_text(self, text, label):
         try:
-            value = float(text)
+            value = (int if self.integer else float)(text)
         except ValueError:
-            raise ConfigError(f"{label} must be a number, got {text!r}") from None
+            raise ConfigError(f"{label} must be {self.name}, got {text!r}") from None
         return self.check(value, label)
 
     def check(self, value, label, root=None):
-        v = _number(value, label)
-        if self.gt is not None and not v > self.gt:
-            raise ConfigError(f"{label} must be > {self.gt}, got {value!r}")
-        if self.ge is not None and not v >= self.ge:
-            raise ConfigError(f"{label} must be >= {self.ge}, got {value!r}")
+        if self.integer and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{label} must be an integer, got {value!r}")
+        v = int(value) if self.integer else _number(value, label)
+        for bound, ok, op in ((self.gt, lambda b: v > b, ">"), (self.ge, lambda b: v >= b, ">="),
+                              (self.le, lambda b: v <= b, "<=")):
+            if bound is not None and not ok(bound):
+                raise ConfigError(f"{label} must be {op} {bound}, got {value!r}")
         return v
+
+
+def Int(lo=None, hi=None):  # noqa: N802 - reads as a kind, like Number
+    """An integer in [lo, hi] (either bound optional)."""
+    return Number(ge=lo, le=hi, integer=True)
 
 
 class Flag(Kind):
@@ -144,9 +141,7 @@ class Flag(Kind):
     doc = "true or false"
 
     def check(self, value, label, root=None):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{label} must be true or false, got {value!r}")
-        return value
+        return _require(isinstance(value, bool), label, "true or false", value)
 
 
 class Path(Kind):
@@ -228,9 +223,7 @@ class Band(Kind):
     metavar = "BAND"
 
     def check(self, value, label, root=None):
-        if not isinstance(value, str) or value not in BANDS:
-            raise ConfigError(f"{label} must be one of {' '.join(BANDS)}, got {value!r}")
-        return value
+        return _require(isinstance(value, str) and value in BANDS, label, f"one of {' '.join(BANDS)}", value)
 
 
 class Seconds(Kind):

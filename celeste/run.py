@@ -192,6 +192,20 @@ def _atomic_replace(tmp, path):
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _atomic_path(path):
+    """A temporary name beside ``path`` to write to: renamed onto ``path`` (after fsync) when
+    the block ends, removed if it raises, so that ``path`` is never a partial file."""
+    tmp = _temp_name(path)
+    try:
+        yield tmp
+        _atomic_replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 def _write_fits_atomic(table, path):
     """Write ``table`` as HDU 1 of a new FITS file at ``path``, atomically.
 
@@ -202,15 +216,8 @@ def _write_fits_atomic(table, path):
     """
     from astropy.io import fits
 
-    tmp = _temp_name(path)
-    try:
-        hdu = _table_hdu(table)
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, checksum=True)
-        _atomic_replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with _atomic_path(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), _table_hdu(table)]).writeto(tmp, checksum=True)
 
 
 def _table_hdu(table):
@@ -252,16 +259,9 @@ def _table_hdu(table):
 
 
 def _write_json_atomic(obj, path):
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        _atomic_replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with _atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def _fits_table_ok(path):
