@@ -9,7 +9,9 @@ Which to raise:
   option values, an existing output without ``--overwrite``, a run directory
   made with other inputs).  The message names the argument.
 * :class:`NumericalError` - the model or optimizer met a state it cannot
-  continue from (non-finite ELBO at the starting point, singular PSF fit).
+  continue from (non-finite ELBO at the starting point, a PSF mixture that
+  degenerates with every number of components, :func:`celeste.images.psf_mixture`;
+  a prior mixture covariance that loses positive definiteness, :mod:`celeste.gmm`).
 
 All derive from :class:`CelesteError`, which the command-line tools catch to
 print a one-line message and exit with status 2.
