@@ -1,7 +1,8 @@
 """From per-source posterior summaries to catalog rows (units, sd, flags), and objids.
 
-Catalog columns (one row per source inside the region; FITS binary table, units in
-the TUNITn keywords, readable by astropy.table.Table.read and TOPCAT):
+Catalog columns (one row per source inside the region; FITS binary table written by
+:func:`fits_table_hdu`: units in TUNITn, nmgy in astropy's column metadata and TCOMMn;
+readable by astropy.table.Table.read without warnings and by TOPCAT):
 
 ==================  =========  ===============================================================
 column              unit       meaning
@@ -27,8 +28,13 @@ box_id              -          the box that optimized the source
 flags               -          bit field, see FLAG_* below
 ==================  =========  ===============================================================
 """
+import io
+import re
+import warnings
+
 import numpy as np
-from astropy.table import Table
+from astropy.table import MaskedColumn, QTable, Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from . import BANDS
 
@@ -141,3 +147,45 @@ def empty_results():
     d["n_pixels"] = np.zeros(0, np.int32)
     d["opt_seconds"] = np.zeros(0)
     return d
+
+
+def fits_table_hdu(table):
+    """A BinTableHDU of ``table`` that ``astropy.table.Table.read`` gives back with its units, silently.
+
+    Used for every table the package writes (box results, catalogs).  Columns with units
+    are written as astropy Quantity columns, whose units astropy keeps in its serialized
+    column metadata (COMMENT cards).  Units of the FITS standard (deg, arcsec, mag, s) also
+    get TUNITn.  Nanomaggies have no FITS-standard spelling: a TUNITn of 'nmgy' makes
+    astropy warn on every read, so flux columns carry their unit in the metadata only
+    (astropy reads ``u.nmgy``) and in TCOMMn, the column description other readers such as
+    TOPCAT show.  Masked float columns are written with NaN.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+
+    Returns
+    -------
+    astropy.io.fits.BinTableHDU
+    """
+    from astropy.io import fits
+
+    q = QTable()
+    for name in table.colnames:
+        col = table[name]
+        if isinstance(col, MaskedColumn):
+            col = col.filled(np.nan if col.dtype.kind == "f" else col.fill_value)
+        q[name] = col
+    q.meta.update((k, v) for k, v in table.meta.items() if not re.fullmatch(r"TCOMM\d+", str(k).upper()))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # "could not be saved in native FITS format": nmgy, kept in the serialized metadata
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        q.write(buf, format="fits")
+    buf.seek(0)
+    with fits.open(buf, memmap=False) as hdul:
+        hdu = hdul[1].copy()
+    for i, col in enumerate(table.itercols(), start=1):
+        if col.unit is not None and f"TUNIT{i}" not in hdu.header:
+            hdu.header[f"TCOMM{i}"] = f"unit: {col.unit.to_string()}"
+    return hdu

@@ -212,50 +212,14 @@ def _write_fits_atomic(table, path):
     The file is written under a temporary name in the same directory (with
     FITS CHECKSUM/DATASUM keywords) and renamed over ``path``; on any error the
     temporary file is removed and the error re-raised, so ``path`` is never a
-    partial file.  Units are written as :func:`_table_hdu` describes.
+    partial file.  Units are written as :func:`celeste.catalog.fits_table_hdu` describes.
     """
     from astropy.io import fits
+
+    from celeste.catalog import fits_table_hdu
 
     with _atomic_path(path) as tmp:
-        fits.HDUList([fits.PrimaryHDU(), _table_hdu(table)]).writeto(tmp, checksum=True)
-
-
-def _table_hdu(table):
-    """A BinTableHDU of ``table`` that ``astropy.table.Table.read`` gives back with its units, silently.
-
-    Columns with units are written as astropy Quantity columns, whose units astropy keeps
-    in its serialized column metadata (COMMENT cards).  Units of the FITS standard (deg,
-    arcsec, mag, s) also get TUNITn.  Nanomaggies have no FITS-standard spelling: a TUNITn
-    of 'nmgy' makes astropy warn on every read, so flux columns carry their unit in the
-    metadata only (astropy reads ``u.nmgy``) and in TCOMMn, the column description other
-    readers such as TOPCAT show.  Masked float columns are written with NaN.
-    """
-    import io
-    import re
-
-    from astropy.io import fits
-    from astropy.table import MaskedColumn, QTable
-    from astropy.utils.exceptions import AstropyUserWarning
-
-    q = QTable()
-    for name in table.colnames:
-        col = table[name]
-        if isinstance(col, MaskedColumn):
-            col = col.filled(np.nan if col.dtype.kind == "f" else col.fill_value)
-        q[name] = col
-    q.meta.update((k, v) for k, v in table.meta.items() if not re.fullmatch(r"TCOMM\d+", str(k).upper()))
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        # "could not be saved in native FITS format": nmgy, kept in the serialized metadata
-        warnings.simplefilter("ignore", AstropyUserWarning)
-        q.write(buf, format="fits")
-    buf.seek(0)
-    with fits.open(buf, memmap=False) as hdul:
-        hdu = hdul[1].copy()
-    for i, col in enumerate(table.itercols(), start=1):
-        if col.unit is not None and f"TUNIT{i}" not in hdu.header:
-            hdu.header[f"TCOMM{i}"] = f"unit: {col.unit.to_string()}"
-    return hdu
+        fits.HDUList([fits.PrimaryHDU(), fits_table_hdu(table)]).writeto(tmp, checksum=True)
 
 
 def _write_json_atomic(obj, path):
