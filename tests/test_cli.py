@@ -242,6 +242,17 @@ def test_restart_discards_old_results_and_writes_atomically(plain_data, tmp_path
     assert not _temp_files(tmp_path)
 
 
+def test_residual_png(plain_data, tmp_path, caplog):
+    """--residual-png draws data, model and residuals of the region in --residual-band."""
+    init = write_init(tmp_path / "init.fits", *TINY_SOURCES)
+    png = tmp_path / "r.png"
+    with caplog.at_level(logging.INFO, logger="celeste"):
+        rc = main(_argv(tmp_path / "c.fits", data_dir=plain_data,
+                        extra=["--init", init, "--residual-png", str(png), "--residual-band", "g"]))
+    assert rc == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(f"wrote {png} (band g residual sd" in r.getMessage() for r in caplog.records)
+
+
 def test_job_file_region_crossing_ra0(tmp_path, capsys):
     job = tmp_path / "proj" / "jobs" / "wrap.toml"
     job.parent.mkdir(parents=True)
