@@ -51,7 +51,10 @@ def _temp_files(*dirs):
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory, plain_data):
-    """Flags run and job-file run of the tiny region (detection + inference)."""
+    """Flags run and job-file run of the tiny region (detection + inference).
+
+    About 35 s of CPU (detection of the whole field, twice): every test using it is ``slow``.
+    """
     d = tmp_path_factory.mktemp("e2e")
     out = d / "flags.fits"
     rc = main(_argv(out, data_dir=plain_data, run_dir=d / "flags.run"))
@@ -68,6 +71,7 @@ def e2e(tmp_path_factory, plain_data):
 # ------------------------------------------------------------------ the catalog file
 
 
+@pytest.mark.slow
 def test_catalog_columns(e2e):
     cat = Table.read(e2e["out"])
     missing = [c for c in REQUIRED if c not in cat.colnames]
@@ -78,6 +82,7 @@ def test_catalog_columns(e2e):
     assert cat["objid"].dtype.kind == "i" and cat["flags"].dtype.kind == "i"
 
 
+@pytest.mark.slow
 def test_catalog_values_in_range(e2e):
     cat = Table.read(e2e["out"])
     ra, dec = np.asarray(cat["ra"]), np.asarray(cat["dec"])
@@ -96,7 +101,7 @@ def test_catalog_values_in_range(e2e):
     assert np.array_equal(np.asarray(cat["objid"]), np.sort(np.asarray(cat["objid"])))
 
 
-def test_flux_columns_have_units_astropy_reads_silently(e2e):
+def test_flux_columns_have_units_astropy_reads_silently(plain_data, tmp_path):
     """nmgy has no FITS-standard spelling: astropy gets it from its column metadata, without a
     warning in a fresh interpreter; other readers get it in TCOMMn (TOPCAT's description)."""
     import subprocess
@@ -104,20 +109,26 @@ def test_flux_columns_have_units_astropy_reads_silently(e2e):
 
     import astropy.units as u
 
-    cat = Table.read(e2e["out"])
+    out = tmp_path / "c.fits"
+    init = write_init(tmp_path / "init.fits", *TINY_SOURCES)
+    assert main(_argv(out, data_dir=plain_data, extra=["--init", init, "--max-passes", "1"])) == 0
+    cat = Table.read(out)
     for b in BANDS:
         assert cat[f"flux_{b}"].unit == u.nmgy and cat[f"flux_{b}_sd"].unit == u.nmgy
-    with fits.open(e2e["out"]) as h:
+    for col, unit in UNITS.items():
+        assert cat[col].unit is not None and cat[col].unit.to_string() == unit, col
+    with fits.open(out) as h:
         hdr = h[1].header
         comments = {hdr[f"TTYPE{i}"]: hdr.get(f"TCOMM{i}") for i in range(1, hdr["TFIELDS"] + 1)}
         assert not any(hdr.get(f"TUNIT{i}") == "nmgy" for i in range(1, hdr["TFIELDS"] + 1))
     assert comments["flux_r"] == "unit: nmgy" and comments["flux_r_sd"] == "unit: nmgy"
     code = ("import warnings; warnings.simplefilter('error'); from astropy.table import Table; "
-            f"t = Table.read({e2e['out']!r}); print(t['flux_r'].unit)")
+            f"t = Table.read({str(out)!r}); print(t['flux_r'].unit)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "nmgy" and p.stderr == "", p.stderr
 
 
+@pytest.mark.slow
 def test_catalog_header(e2e):
     cat = Table.read(e2e["out"])
     m = cat.meta
@@ -132,6 +143,7 @@ def test_catalog_header(e2e):
         assert m[f"FLAG{bit}"] == text[:68]
 
 
+@pytest.mark.slow
 def test_header_command_is_complete(e2e):
     m = Table.read(e2e["out"]).meta
     for word in ("--region", *TINY, "--data-dir", e2e["data"], "--out", e2e["out"]):
@@ -139,6 +151,7 @@ def test_header_command_is_complete(e2e):
     assert m["DATADIR"] == e2e["data"]
 
 
+@pytest.mark.slow
 def test_no_temp_files_left(e2e):
     assert not _temp_files(e2e["dir"])
 
@@ -146,6 +159,7 @@ def test_no_temp_files_left(e2e):
 # ------------------------------------------------------------------ --job, objid stability
 
 
+@pytest.mark.slow
 def test_job_file_equals_flags_and_objid_stable(e2e):
     """A second run (job file, fresh run directory) gives the same objids and the same fits."""
     assert e2e["rc_job"] == 0
@@ -163,6 +177,7 @@ def test_job_file_equals_flags_and_objid_stable(e2e):
 # ------------------------------------------------------------------ output and run-directory safety
 
 
+@pytest.mark.slow
 def test_existing_output_refused(e2e, capsys):
     before = os.stat(e2e["out"]).st_mtime_ns
     rc = main(_argv(e2e["out"], data_dir=e2e["data"], run_dir=e2e["run_dir"]))
@@ -172,6 +187,7 @@ def test_existing_output_refused(e2e, capsys):
     assert os.stat(e2e["out"]).st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_boxes(e2e, caplog):
     """The same command again (with --overwrite) redoes nothing and writes the same catalog."""
     ref = Table.read(e2e["out"])
@@ -187,6 +203,7 @@ def test_resume_skips_finished_boxes(e2e, caplog):
     assert not _temp_files(e2e["dir"])
 
 
+@pytest.mark.slow
 def test_changed_option_refused(e2e, capsys):
     out = e2e["dir"] / "other.fits"
     rc = main(_argv(out, data_dir=e2e["data"], run_dir=e2e["run_dir"], extra=["--max-passes", "2"]))
