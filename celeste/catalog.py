@@ -170,11 +170,16 @@ def fits_table_hdu(table):
     """
     from astropy.io import fits
 
+    import astropy.units as u
+
     q = QTable()
     for name in table.colnames:
         col = table[name]
         if isinstance(col, MaskedColumn):
             col = col.filled(np.nan if col.dtype.kind == "f" else col.fill_value)
+        if isinstance(col.unit, u.UnrecognizedUnit):  # e.g. 'nmgy' read from an older file's TUNITn
+            col = col.copy()
+            col.unit = u.Unit(col.unit.to_string(), parse_strict="silent")
         q[name] = col
     q.meta.update((k, v) for k, v in table.meta.items() if not re.fullmatch(r"TCOMM\d+", str(k).upper()))
     buf = io.BytesIO()

@@ -26,7 +26,10 @@ def test_catalog_matches_reference(rerun):
 
 def test_compare_detects_a_change(tmp_path):
     """The comparison is not vacuous: a 1e-5 relative change of one flux and 1e-5 arcsec of one position fail."""
+    from astropy.io import fits
     from astropy.table import Table
+
+    from celeste.catalog import fits_table_hdu
 
     ref, _ = __import__("make_reference")._read(REFERENCE)
     assert len(ref) >= 20 and np.any(ref["is_star"] >= 0.5) and np.any(ref["is_star"] < 0.5)
@@ -35,6 +38,6 @@ def test_compare_detects_a_change(tmp_path):
         t = Table(ref, copy=True)
         t[col][3] = delta(t[col][3])
         path = os.path.join(tmp_path, f"{col}.fits")
-        t.write(path)
+        fits.HDUList([fits.PrimaryHDU(), fits_table_hdu(t)]).writeto(path)  # as the pipeline writes (nmgy)
         msgs = compare(REFERENCE, path)
         assert len(msgs) == 1 and msgs[0].startswith(col), msgs
