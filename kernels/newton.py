@@ -68,14 +68,17 @@ def tr_step(g, H, radius, p):
         return math.sqrt(s)
 
     if norm_at(lo_eps) < radius:
-        # hard case: boundary reached along the eigenvector of the smallest eigenvalue
+        # hard case: g (numerically) has no component along the eigenvector v_0 of the smallest
+        # eigenvalue; p = -sum_{i>0} c_i / (lam_i - lam_0) v_i + tau v_0 with tau making ||p|| = radius
+        # (N&W eq. 4.45), its sign against c_0 so that the linear term does not grow
         shift = lo_eps
         coef = np.empty(n)
         s = 0.0
-        for i in range(n):
+        for i in range(1, n):
             coef[i] = -c[i] / (lam[i] + shift)
             s += coef[i] ** 2
-        coef[0] += math.sqrt(max(radius * radius - s, 0.0))
+        tau = math.sqrt(max(radius * radius - s, 0.0))
+        coef[0] = -tau if c[0] > 0.0 else tau
         q = V @ coef
         for i in range(n):
             p[i] = q[i]

@@ -2,24 +2,8 @@
 import numpy as np
 
 from kernels import params as P
-from kernels.elbo import N_IMG_COLS, N_PIX_COLS, PIX_BGE, PIX_BGV, PIX_COUNTS, PIX_IMG, PIX_IOTA, PIX_X, PIX_Y
-
-try:
-    from kernels.profiles import DEV_AMP, DEV_VAR, EXP_AMP, EXP_VAR
-except ImportError:  # pragma: no cover - stand-in while profiles are fitted
-    EXP_AMP = np.array([0.3, 0.5, 0.2]); EXP_VAR = np.array([0.1, 0.5, 1.5])
-    DEV_AMP = np.array([0.4, 0.3, 0.2, 0.1]); DEV_VAR = np.array([0.01, 0.1, 0.6, 3.0])
-
-
-def proto_array():
-    J = max(len(EXP_AMP), len(DEV_AMP))
-    pr = np.zeros((2, J, 2))
-    pr[0, :len(EXP_AMP), 0] = EXP_AMP
-    pr[0, :len(EXP_AMP), 1] = EXP_VAR
-    pr[1, :len(DEV_AMP), 0] = DEV_AMP
-    pr[1, :len(DEV_AMP), 1] = DEV_VAR
-    pr[:, :, 1][pr[:, :, 0] == 0] = 1.0
-    return pr
+from kernels.elbo import N_IMG_COLS
+from kernels.profiles import prototype_array
 
 
 def random_theta(rng, star=None):
@@ -68,7 +52,20 @@ def make_problem(rng, bands=(0, 2, 4), half=8, K=2, neighbours=True):
                 counts = float(rng.poisson(iota * (bgE + 0.5 * np.exp(-((x - half) ** 2 + (y - half) ** 2) / 6))))
                 rows.append([n, x, y, counts, iota, bgE, bgV])
     pix = np.ascontiguousarray(np.array(rows, dtype=np.float64))
-    return pix, img, psf, proto_array()
+    return pix, img, psf, prototype_array()
+
+
+def package_prior_args():
+    """The package's priors (celeste/data/priors.json) as the kernels take them."""
+    from celeste.priors import load_priors
+
+    pa = load_priors().as_arrays()
+    return (
+        float(pa["prob_star"].reshape(())),
+        np.ascontiguousarray(np.stack([pa["r_mean"], pa["r_var"]], axis=1)),
+        pa["colour_weight"], pa["colour_mean"], pa["colour_prec"], pa["colour_logdet"],
+        np.ascontiguousarray(np.stack([pa["shape_mean"], pa["shape_var"]], axis=1)),
+    )
 
 
 def random_prior(rng, K=3):

@@ -6,9 +6,9 @@ from kernels import params as P
 from kernels.bvn import bvn_log_derivs, bvn_logpdf_reference
 from kernels.elbo import PIX_BGE, PIX_COUNTS, PIX_IOTA, source_light, source_loglik
 from kernels.kl import DELTA, source_kl
-from kernels.newton import INFO_CONVERGED, N_INFO, fit_source, optimize_source, source_elbo, tr_step
+from kernels.newton import INFO_CONVERGED, INFO_ELBO, INFO_GNORM, N_INFO, fit_source, optimize_source, source_elbo, tr_step
 from kernels.uncertainty import log_flux_sd, lrvb_covariance
-from kernel_problems import make_problem, random_prior, random_theta
+from kernel_problems import make_problem, package_prior_args, random_prior, random_theta
 
 
 def _fd_grad(f, x, eps):
@@ -234,3 +234,128 @@ def test_extreme_type_probabilities_stay_finite(a):
     v = source_elbo(th, pix, img, psf, proto, pr["prob_star"], pr["r_prior"], pr["c_weight"], pr["c_mean"],
                     pr["c_prec"], pr["c_logdet"], pr["shape_prior"], 2, g, H)
     assert np.isfinite(v) and np.all(np.isfinite(g)) and np.all(np.isfinite(H))
+
+
+# ------------------------------------------------------------------ every band, the optimizer's objective
+@pytest.mark.parametrize("band", [0, 1, 2, 3, 4])
+def test_loglik_each_band_every_colour_coefficient(band):
+    """One band alone: the likelihood depends on colour j exactly when COLOUR_TO_BAND[band, j] != 0
+    (u: c0, c1; g: c1; r: none; i: c2; z: c2, c3), with the right derivatives (finite differences)."""
+    rng = np.random.default_rng(40 + band)
+    pix, img, psf, proto = make_problem(rng, bands=(band,), half=7, K=4, neighbours=True)
+    th = random_theta(rng)
+
+    def f(x):
+        return source_loglik(x, pix, img, psf, proto, 0, np.zeros(27), np.zeros((27, 27)))
+
+    def gr(x):
+        g = np.zeros(27)
+        source_loglik(x, pix, img, psf, proto, 1, g, np.zeros((27, 27)))
+        return g
+
+    g = np.zeros(27)
+    H = np.zeros((27, 27))
+    source_loglik(th, pix, img, psf, proto, 2, g, H)
+    for t in range(2):
+        for j in range(4):
+            for idx in (P.C_MEAN[t] + j, P.C_LOGVAR[t] + j):
+                if P.COLOUR_TO_BAND[band, j] == 0.0:
+                    assert g[idx] == 0.0 and not np.any(H[idx]), P.PARAM_NAMES[idx]
+                else:
+                    assert abs(g[idx]) > 1e-6 * np.abs(g).max(), P.PARAM_NAMES[idx]
+    fd_g = _fd_grad(f, th, 1e-5)
+    fd_h = _fd_grad(gr, th, 1e-6)
+    assert _rel_err(g, fd_g) < 1e-5
+    assert _rel_err(H, fd_h) < 1e-5
+    # the brightness rows on their own scale (they are small next to the position rows)
+    for t in range(2):
+        rows = slice(P.R_MEAN[t], P.R_MEAN[t] + P.N_BRIGHT)
+        assert _rel_err(H[rows], fd_h[rows]) < 1e-5
+
+
+def _optimizer_problem(seed, kind):
+    """Five bands, K = 4 PSF components, neighbours' light, the package's priors and prototypes:
+    the pipeline's setting of :func:`kernels.newton.optimize_source`."""
+    rng = np.random.default_rng(seed)
+    pix, img, psf, proto = make_problem(rng, bands=(0, 1, 2, 3, 4), half=8, K=4, neighbours=True)
+    args = package_prior_args()
+    truth = random_theta(rng, star=(kind == "star"))
+    truth[P.R_MEAN] = np.log(25.0)
+    pix = _render(rng, truth, pix, img, psf, proto)
+    return rng, (pix, img, psf, proto), args, truth
+
+
+@pytest.mark.parametrize("kind", ["star", "galaxy"])
+def test_optimizer_objective_derivatives(kind):
+    """The function the optimizer maximizes (source_elbo with the package's priors) has the gradient
+    and Hessian it is given, at a start and at the optimum it returns; the optimizer reports that
+    function's value and gradient there."""
+    rng, prob, args, truth = _optimizer_problem({"star": 50, "galaxy": 51}[kind], kind)
+    z = (np.zeros(27), np.zeros((27, 27)))
+
+    def f(x):
+        return source_elbo(x, *prob, *args, 0, *z)
+
+    def gr(x):
+        g = np.zeros(27)
+        source_elbo(x, *prob, *args, 1, g, np.zeros((27, 27)))
+        return g
+
+    start = truth.copy()
+    start[P.U_EAST] += 0.3
+    start[P.R_MEAN] += 0.3
+    start[P.A_STAR] = 0.0
+    g0 = gr(start)
+    scale = np.abs(g0).max()  # gradient terms' scale: at the optimum they cancel to ~1e-3
+    th = start.copy()
+    info = np.zeros(N_INFO)
+    fopt = optimize_source(th, *prob, *args, 50, 1e-3, 1e-4, info)
+    assert fopt > f(start)
+    assert info[INFO_ELBO] == fopt == f(th)
+    for x in (start, th):
+        g = np.zeros(27)
+        H = np.zeros((27, 27))
+        v = source_elbo(x, *prob, *args, 2, g, H)
+        assert v == f(x)
+        assert np.abs(g - gr(x)).max() <= 1e-12 * scale
+        assert np.abs(g - _fd_grad(f, x, 1e-5)).max() <= 1e-6 * scale
+        fd_h = _fd_grad(gr, x, 1e-6)
+        assert _rel_err(H, fd_h) < 1e-5
+        for i in range(P.N_PARAMS):  # each row on its own scale
+            scale = np.abs(fd_h[i]).max()
+            assert np.abs(H[i] - fd_h[i]).max() <= 1e-4 * scale + 1e-7 * np.abs(fd_h).max(), P.PARAM_NAMES[i]
+    g = np.zeros(27)
+    source_elbo(th, *prob, *args, 1, g, np.zeros((27, 27)))
+    assert info[INFO_GNORM] == np.abs(g).max()
+
+
+def test_trust_region_hard_case():
+    """g orthogonal to the eigenvector of a negative smallest eigenvalue (Nocedal & Wright Sec. 4.3):
+    the step reaches the boundary along that eigenvector and solves the subproblem."""
+    rng = np.random.default_rng(12)
+    Q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    lam = np.array([-2.0, 0.5, 1.0, 1.5, 3.0, 4.0])
+    H = Q @ np.diag(lam) @ Q.T
+    H = 0.5 * (H + H.T)
+    g = Q[:, 1:] @ rng.normal(size=5)  # no component along Q[:, 0]
+    radius = 3.0 * np.linalg.norm(np.linalg.solve(H + 2.0 * np.eye(6) + 1e-3 * np.eye(6), g))
+    # the shifted Newton step at lambda* = -lambda_min is shorter than the radius: the hard case
+    p_shift = -np.linalg.lstsq(H + 2.0 * np.eye(6), g, rcond=None)[0]
+    assert np.linalg.norm(p_shift) < radius
+    p = np.zeros(6)
+    pred = tr_step(g, H, radius, p)
+    assert np.linalg.norm(p) == pytest.approx(radius, rel=1e-8)
+    assert abs(p @ Q[:, 0]) > 0.5 * radius  # it moves along the negative-curvature direction
+    # first-order condition (H + lambda* I) p = -g with lambda* = -lambda_min
+    assert np.allclose((H + 2.0 * np.eye(6)) @ p, -g, atol=1e-6 * np.abs(g).max())
+    m = lambda s: g @ s + 0.5 * s @ H @ s  # noqa: E731
+    assert pred == pytest.approx(-m(p))
+    for _ in range(500):
+        s = rng.normal(size=6)
+        s *= radius * rng.uniform() ** (1 / 6) / np.linalg.norm(s)
+        assert m(p) <= m(s) + 1e-9
+    # interior case: positive definite H and a large radius give the Newton step
+    Hp = Q @ np.diag(np.abs(lam) + 0.1) @ Q.T
+    Hp = 0.5 * (Hp + Hp.T)
+    tr_step(g, Hp, 1e6, p)
+    assert np.allclose(p, -np.linalg.solve(Hp, g), rtol=1e-10, atol=1e-12)
