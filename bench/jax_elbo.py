@@ -2,31 +2,9 @@
 
 This is an independent implementation of the objective that :func:`kernels.newton.source_elbo`
 computes with hand-coded derivatives.  It is written from the model as the kernel modules'
-docstrings state it (:mod:`kernels.elbo`, :mod:`kernels.kl`, :mod:`kernels.params`;
-Regier et al., AoAS 2019, Sec. 2-3), vectorized over pixels, and differentiated by JAX
-(``jax.grad``, ``jax.hessian``).  It is used by ``tests/test_jax_oracle.py`` (skipped
-without JAX) and by ``bench/kernels.py`` (speed ratio).  JAX is an optional extra
+docstrings state it (:mod:`kernels.light`, :mod:`kernels.elbo`, :mod:`kernels.kl`,
+:mod:`kernels.params`; Regier et al., AoAS 2019, Sec. 2-3) and differentiated by JAX.  Used by ``tests/test_jax_oracle.py`` and ``bench/kernels.py`` (speed ratio).  JAX is an optional extra
 (``pip install -e .[bench]``); float64 is switched on at import.
-
-Model summary (as implemented here)
------------------------------------
-Source position in image n (pixels): c_n = a_n + J_n u, u = (east, north) offset in arcsec.
-Star light per pixel: g_star(p) = sum_k w_k N(p; c_n + mu_k, S_k) (PSF mixture).
-Galaxy light: g_gal = theta_dev g_dev + (1 - theta_dev) g_exp with
-g_type(p) = sum_j sum_k alpha_j w_k N(p; c_n + mu_k, nu_j J_n W J_n^T + S_k), where
-W = re^2 (a a^T + q^2 b b^T), a = (sin phi, cos phi) the major axis (east, north),
-b = (cos phi, -sin phi); q = sigmoid(e_axis), re = exp(e_scale).
-Components whose Mahalanobis quadratic form exceeds ``q_skip`` (36 in the kernel) are
-left out, as the numba kernel does; pass ``q_skip=inf`` for the exact mixture.
-Flux: ln f_b | t ~ Normal(mu_r + A_b . m, s_r^2 + A_b^2 . v); E f = exp(mean + var/2),
-E f^2 = exp(2 mean + 2 var).  E[G] = chi M1_star g_star + (1 - chi) M1_gal g_gal,
-E[G^2] likewise with M2 and squared profiles.  Per pixel (AoAS 2019, eq. 13, delta method):
-l = x (ln E[F] - Var[F] / (2 E[F]^2)) - E[F], E[F] = iota (bgE + E[G]),
-Var[F] = iota^2 (bgV + E[G^2] - E[G]^2).
-KL: Bernoulli(chi || prob_star) + sum_t (chi_t + DELTA) [KL of ln r normals
-- ln sum_k w_k exp(-KL_k)] - (1 - chi + DELTA) ln p(e_dev, e_axis, e_scale), with KL_k the KL
-of the diagonal colour normal from prior component k (Bishop PRML eq. 2.155 generalised) and
-DELTA (``kernels.kl.DELTA``) the unused-type regularization weight.
 """
 import functools
 import math
@@ -53,26 +31,26 @@ def _log_normal2(dx, dy, sxx, sxy, syy):
     return -math.log(2.0 * math.pi) - 0.5 * jnp.log(det) - 0.5 * quad, quad
 
 
-def _world_shape(theta):
+def _world_shape(params):
     """Galaxy covariance (2, 2) in (east, north) arcsec^2 for unit prototype variance."""
-    q = jax.nn.sigmoid(theta[P.E_AXIS])
-    phi = theta[P.E_ANGLE]
-    re2 = jnp.exp(2.0 * theta[P.E_SCALE])
+    q = jax.nn.sigmoid(params[P.E_AXIS])
+    phi = params[P.E_ANGLE]
+    re2 = jnp.exp(2.0 * params[P.E_SCALE])
     major = jnp.stack([jnp.sin(phi), jnp.cos(phi)])
     minor = jnp.stack([jnp.cos(phi), -jnp.sin(phi)])
     W = re2 * (jnp.outer(major, major) + q * q * jnp.outer(minor, minor))
     return W
 
 
-def _flux_moments(theta):
+def _flux_moments(params):
     """(m1, m2), each (2, 5): E[f_b | t] and E[f_b^2 | t]."""
     m1 = []
     m2 = []
     for t in range(2):
-        mu_r = theta[P.R_MEAN[t]]
-        v_r = jnp.exp(theta[P.R_LOGVAR[t]])
-        m = theta[P.C_MEAN[t]:P.C_MEAN[t] + 4]
-        v = jnp.exp(theta[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4])
+        mu_r = params[P.R_MEAN[t]]
+        v_r = jnp.exp(params[P.R_LOGVAR[t]])
+        m = params[P.C_MEAN[t]:P.C_MEAN[t] + 4]
+        v = jnp.exp(params[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4])
         mean = mu_r + _A @ m
         var = v_r + (_A * _A) @ v
         m1.append(jnp.exp(mean + 0.5 * var))
@@ -80,7 +58,7 @@ def _flux_moments(theta):
     return jnp.stack(m1), jnp.stack(m2)
 
 
-def loglik_jax(theta, pix, img, psf, proto, q_skip=Q_SKIP_DEFAULT):
+def loglik_jax(params, pix, img, psf, proto, q_skip=Q_SKIP_DEFAULT):
     """Expected log likelihood of one source's active pixels (same inputs as
     :func:`kernels.elbo.source_loglik`, as JAX or NumPy float64 arrays).
 
@@ -99,9 +77,9 @@ def loglik_jax(theta, pix, img, psf, proto, q_skip=Q_SKIP_DEFAULT):
     bgv = pix[:, 6]
     band_of_img = img[:, 0].astype(jnp.int32)
     Jm = img[:, 3:7].reshape(-1, 2, 2)  # (n_img, 2, 2): d(x, y) / d(east, north)
-    u = theta[P.U_EAST:P.U_NORTH + 1]
+    u = params[P.U_EAST:P.U_NORTH + 1]
     centre = img[:, 1:3] + Jm @ u  # (n_img, 2)
-    W = _world_shape(theta)
+    W = _world_shape(params)
     Spix = Jm @ W @ jnp.swapaxes(Jm, 1, 2)  # (n_img, 2, 2)
 
     # per image: component means and covariances
@@ -125,12 +103,12 @@ def loglik_jax(theta, pix, img, psf, proto, q_skip=Q_SKIP_DEFAULT):
     lg, quad = _log_normal2(gdx, gdy, cxx[n_of], cxy[n_of], cyy[n_of])
     dens = jnp.where(quad > q_skip, 0.0, amp[n_of] * jnp.exp(lg))  # (n_pix, 2, J, K)
     g_type = jnp.sum(dens, axis=(2, 3))  # (n_pix, 2): exp, dev
-    th = jax.nn.sigmoid(theta[P.E_DEV])
-    g_gal = th * g_type[:, 1] + (1.0 - th) * g_type[:, 0]
+    frac_dev = jax.nn.sigmoid(params[P.E_DEV])
+    g_gal = frac_dev * g_type[:, 1] + (1.0 - frac_dev) * g_type[:, 0]
 
-    m1, m2 = _flux_moments(theta)
+    m1, m2 = _flux_moments(params)
     band = band_of_img[n_of]
-    chi = jax.nn.sigmoid(theta[P.A_STAR])
+    chi = jax.nn.sigmoid(params[P.A_STAR])
     EG = chi * m1[0, band] * g_star + (1.0 - chi) * m1[1, band] * g_gal
     EG2 = chi * m2[0, band] * g_star ** 2 + (1.0 - chi) * m2[1, band] * g_gal ** 2
     EF = iota * (bge + EG)
@@ -138,20 +116,20 @@ def loglik_jax(theta, pix, img, psf, proto, q_skip=Q_SKIP_DEFAULT):
     return jnp.sum(x * (jnp.log(EF) - VF / (2.0 * EF ** 2)) - EF)
 
 
-def kl_jax(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior, delta=DELTA):
+def kl_jax(params, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior, delta=DELTA):
     """KL(q || prior) of one source (prior arrays as :func:`kernels.kl.source_kl`); ``delta`` is
     the weight added to each type's brightness KL and to the shape term."""
     r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior = (
         jnp.asarray(a) for a in (r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior))
-    chi = jax.nn.sigmoid(theta[P.A_STAR])
+    chi = jax.nn.sigmoid(params[P.A_STAR])
     total = chi * jnp.log(chi / prob_star) + (1.0 - chi) * jnp.log((1.0 - chi) / (1.0 - prob_star))
     for t, wt in ((0, chi + delta), (1, 1.0 - chi + delta)):
-        mu = theta[P.R_MEAN[t]]
-        lv = theta[P.R_LOGVAR[t]]
+        mu = params[P.R_MEAN[t]]
+        lv = params[P.R_LOGVAR[t]]
         m0, v0 = r_prior[t, 0], r_prior[t, 1]
         kl_r = 0.5 * ((jnp.exp(lv) + (mu - m0) ** 2) / v0 - 1.0 - lv + jnp.log(v0))
-        m = theta[P.C_MEAN[t]:P.C_MEAN[t] + 4]
-        lvc = theta[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4]
+        m = params[P.C_MEAN[t]:P.C_MEAN[t] + 4]
+        lvc = params[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4]
         diff = c_mean[t] - m  # (K, 4)
         trace = jnp.einsum("kii,i->k", c_prec[t], jnp.exp(lvc))
         maha = jnp.einsum("ki,kij,kj->k", diff, c_prec[t], diff)
@@ -160,23 +138,23 @@ def kl_jax(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_
         logw = jnp.where(wk > 0.0, jnp.log(jnp.where(wk > 0.0, wk, 1.0)), -jnp.inf)
         kl_c = -logsumexp(logw - kl_k)
         total = total + wt * (kl_r + kl_c)
-    e = jnp.stack([theta[P.E_DEV], theta[P.E_AXIS], theta[P.E_SCALE]])
+    e = jnp.stack([params[P.E_DEV], params[P.E_AXIS], params[P.E_SCALE]])
     mean, var = shape_prior[:, 0], shape_prior[:, 1]
     log_p = jnp.sum(-0.5 * (e - mean) ** 2 / var - 0.5 * jnp.log(2.0 * math.pi * var))
     return total - (1.0 - chi + delta) * log_p
 
 
-def source_elbo_jax(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
+def source_elbo_jax(params, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
                     shape_prior, q_skip=Q_SKIP_DEFAULT):
     """ELBO = expected log likelihood - KL; arguments as :func:`kernels.newton.source_elbo` (no mode,
-    no outputs).  Differentiate with ``jax.grad`` / ``jax.hessian`` in ``theta``."""
-    return (loglik_jax(theta, pix, img, psf, proto, q_skip)
-            - kl_jax(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior))
+    no outputs).  Differentiate with ``jax.grad`` / ``jax.hessian`` in ``params``."""
+    return (loglik_jax(params, pix, img, psf, proto, q_skip)
+            - kl_jax(params, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior))
 
 
 @functools.lru_cache(maxsize=None)
 def compiled(q_skip=Q_SKIP_DEFAULT):
-    """jit-compiled ``(value, gradient, Hessian)`` of :func:`source_elbo_jax` in theta.
+    """jit-compiled ``(value, gradient, Hessian)`` of :func:`source_elbo_jax` in params.
 
     Returns a function of the same arguments as :func:`source_elbo_jax` (without ``q_skip``)
     returning three JAX arrays: (), (27,), (27, 27).  Hessian by ``jax.hessian``
@@ -184,8 +162,8 @@ def compiled(q_skip=Q_SKIP_DEFAULT):
     """
     f = functools.partial(source_elbo_jax, q_skip=q_skip)
 
-    def vgh(theta, *args):
-        return f(theta, *args), jax.grad(f)(theta, *args), jax.hessian(f)(theta, *args)
+    def vgh(params, *args):
+        return f(params, *args), jax.grad(f)(params, *args), jax.hessian(f)(params, *args)
 
     return jax.jit(vgh)
 
@@ -200,18 +178,19 @@ def compiled_hessian(q_skip=Q_SKIP_DEFAULT):
 def compiled_parts():
     """jit-compiled value, gradient and Hessian of the two halves of the ELBO separately.
 
-    Returns a function ``parts(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean,
+    Returns a function ``parts(params, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean,
     c_prec, c_logdet, shape_prior, q_skip)`` returning ``((ll, ll_grad, ll_hess), (kl, kl_grad,
     kl_hess))``; ELBO = ll - kl.  ``q_skip`` is a traced argument, so the exact mixture
     (``inf``) and the kernel's cut (36) share one compilation per problem shape.
     """
-    def parts(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior,
+    def parts(params, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior,
               q_skip):
         prior = (prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior)
-        ll = (loglik_jax(theta, pix, img, psf, proto, q_skip),
-              jax.grad(loglik_jax)(theta, pix, img, psf, proto, q_skip),
-              jax.hessian(loglik_jax)(theta, pix, img, psf, proto, q_skip))
-        kl = (kl_jax(theta, *prior), jax.grad(kl_jax)(theta, *prior), jax.hessian(kl_jax)(theta, *prior))
+        ll = (loglik_jax(params, pix, img, psf, proto, q_skip),
+              jax.grad(loglik_jax)(params, pix, img, psf, proto, q_skip),
+              jax.hessian(loglik_jax)(params, pix, img, psf, proto, q_skip))
+        kl = (kl_jax(params, *prior), jax.grad(kl_jax)(params, *prior), jax.hessian(kl_jax)(params, *prior))
         return ll, kl
 
     return jax.jit(parts)
+

@@ -14,7 +14,7 @@ Measured (one core; the numba kernels are serial, JAX is restricted to one threa
     (logit q(star) = +8) and a galaxy (-8).  Problem: 5 bands x 25 x 25 pixels around the
     source, K = 3 PSF components fitted (:func:`celeste.psf.fit_psf_mixture`) to the real
     SDSS PSF of field 2583-2-136 at (x, y) = (1024, 744), the package's galaxy prototypes
-    (:func:`celeste.infer.prototype_array`) and priors (:func:`celeste.priors.load_priors`),
+    (:func:`kernels.profiles.prototype_array`) and priors (:func:`celeste.priors.load_priors`),
     counts drawn (Poisson) from the model with SDSS-like sky and gain.  Timing: median over
     repeated blocks of calls (``time.perf_counter``) after warm-up.
 (b) Newton iterations and wall time per source: :func:`kernels.newton.fit_source` (both
@@ -61,14 +61,17 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 
 import numpy as np  # noqa: E402
 
-from celeste.infer import InferOptions, prototype_array  # noqa: E402
+from celeste.infer import InferOptions  # noqa: E402
 from celeste.priors import load_priors  # noqa: E402
 from celeste.psf import fit_psf_mixture  # noqa: E402
 from celeste.sdss import ARCSEC_PER_PX, read_psfield  # noqa: E402
 from kernels import params as P  # noqa: E402
-from kernels.elbo import (N_IMG_COLS, PIX_BGE, PIX_COUNTS, PIX_IOTA, Q_SKIP, source_light,  # noqa: E402
-                          source_loglik)
+from kernels.elbo import source_loglik  # noqa: E402
+from kernels.inputs import (N_IMG_COLS, PIX_BGE, PIX_COUNTS, PIX_IOTA, make_problem, make_settings,  # noqa: E402
+                            prior_from_arrays)
 from kernels.kl import source_kl  # noqa: E402
+from kernels.light import Q_SKIP, source_light  # noqa: E402
+from kernels.profiles import prototype_array  # noqa: E402
 from kernels.bvn import bvn_log_derivs  # noqa: E402
 from kernels.config import kernel  # noqa: E402
 from kernels.newton import INFO_CONVERGED, INFO_EVALS, INFO_ITERS, N_INFO, fit_source, source_elbo  # noqa: E402
@@ -93,13 +96,7 @@ def real_psf(k):
 
 
 def prior_args():
-    pa = load_priors().as_arrays()
-    return (
-        float(pa["prob_star"].reshape(())),
-        np.ascontiguousarray(np.stack([pa["r_mean"], pa["r_var"]], axis=1)),
-        pa["colour_weight"], pa["colour_mean"], pa["colour_prec"], pa["colour_logdet"],
-        np.ascontiguousarray(np.stack([pa["shape_mean"], pa["shape_var"]], axis=1)),
-    )
+    return prior_from_arrays(load_priors().as_arrays())
 
 
 def truth_theta(kind):
@@ -145,7 +142,7 @@ def make_tables(psf, half=HALF, angle=0.3):
 def render(rng, theta, pix, img, psf, proto):
     eg = np.zeros(len(pix))
     vg = np.zeros(len(pix))
-    source_light(theta, pix, img, psf, proto, eg, vg)
+    source_light(theta, make_problem(pix, img, psf, proto), eg, vg)
     out = pix.copy()
     out[:, PIX_COUNTS] = rng.poisson(out[:, PIX_IOTA] * (out[:, PIX_BGE] + eg))
     return out
@@ -182,7 +179,8 @@ def time_call(fn, reps, block, both=False):
 def ours_call(theta, pix, img, psf, proto, args, mode=2):
     g = np.zeros(P.N_PARAMS)
     H = np.zeros((P.N_PARAMS, P.N_PARAMS))
-    return lambda: source_elbo(theta, pix, img, psf, proto, *args, mode, g, H)
+    prob = make_problem(pix, img, psf, proto)
+    return lambda: source_elbo(theta, prob, args, mode, g, H)
 
 
 def skip_fraction(theta, pix, img, psf, proto):
@@ -241,8 +239,9 @@ def bench_kernel(kind, prob, args, reps, block, profile):
         out["t0"] = time_call(ours_call(th, *prob, args, 0), reps, block)
         g = np.zeros(P.N_PARAMS)
         H = np.zeros((P.N_PARAMS, P.N_PARAMS))
-        out["t_ll"] = time_call(lambda: source_loglik(th, *prob, 2, g, H), reps, block)
-        out["t_kl"] = time_call(lambda: source_kl(th, *args, 2, g, H), reps, max(block, 200))
+        pr = make_problem(*prob)
+        out["t_ll"] = time_call(lambda: source_loglik(th, pr, 2, g, H), reps, block)
+        out["t_kl"] = time_call(lambda: source_kl(th, args, 2, g, H, 1.0), reps, max(block, 200))
         zero = proto.copy()
         zero[:, :, 0] = 0.0
         out["t_star_only"] = time_call(ours_call(th, pix, img, psf, zero, args, 2), reps, block)
@@ -264,7 +263,8 @@ def bench_newton(kind, prob, args, seeds, opts):
         th[P.A_STAR] = 0.0
         c0 = time.process_time()
         t0 = time.perf_counter()
-        fit_source(th, pix, img, psf, proto, *args, opts.max_iter, opts.f_tol, opts.g_tol, info)
+        fit_source(th, make_problem(pix, img, psf, proto), args, make_settings(opts.max_iter, opts.f_tol, opts.g_tol),
+                   info)
         secs.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
         iters.append(info[INFO_ITERS])
@@ -297,7 +297,7 @@ def bench_jax(kind, prob, args, reps, block):
     # agreement with ours on this problem (the oracle check, at benchmark scale)
     g = np.zeros(P.N_PARAMS)
     H = np.zeros((P.N_PARAMS, P.N_PARAMS))
-    source_elbo(np.asarray(th), *prob, *args, 2, g, H)
+    source_elbo(np.asarray(th), make_problem(*prob), args, 2, g, H)
     Hj = np.asarray(vgh(th, *data)[2])
     rel = float(np.abs(H - Hj).max() / np.abs(Hj).max())
     return {"t_vgh": t_vgh, "t_vgh_wall": t_vgh_w, "t_vgh_cpu": t_vgh_c, "t_h": t_h, "compile": t_compile, "rel": rel}

@@ -48,6 +48,8 @@ FLAG_NO_SD = 4
 FLAG_USER_INIT = 8
 #: the source was found in the model's residuals (not by the initial detection)
 FLAG_RESIDUAL = 16
+#: the ELBO was not finite at the start of the source's last update (NumericalError, logged)
+FLAG_NUMERICAL = 32
 
 FLAG_DOC = {
     FLAG_NO_PIXELS: "no unmasked pixel covers the source; values are the initial guesses",
@@ -55,6 +57,7 @@ FLAG_DOC = {
     FLAG_NO_SD: "posterior sd unavailable (Hessian not negative definite)",
     FLAG_USER_INIT: "initialised from the user's --init catalog",
     FLAG_RESIDUAL: "found in the residuals of the model (residual round)",
+    FLAG_NUMERICAL: "non-finite ELBO at the last update's start; values unchanged",
 }
 
 
@@ -128,6 +131,7 @@ def results_table(res, objid, box_id, n_passes, flags0=None):
     flags |= np.where(res["no_pixels"], FLAG_NO_PIXELS, 0).astype(np.int32)
     flags |= np.where(~res["converged"] & ~res["no_pixels"], FLAG_NOT_CONVERGED, 0).astype(np.int32)
     flags |= np.where(~np.isfinite(res["flux_sd"][:, 2]) & ~res["no_pixels"], FLAG_NO_SD, 0).astype(np.int32)
+    flags |= np.where(res["numerical"], FLAG_NUMERICAL, 0).astype(np.int32)
     t["flags"] = flags
     for k, v in FLAG_DOC.items():
         t.meta[f"FLAG{k}"] = v[:68]
@@ -144,6 +148,7 @@ def empty_results():
     d["n_iter"] = np.zeros(0, np.int32)
     d["converged"] = np.zeros(0, bool)
     d["no_pixels"] = np.zeros(0, bool)
+    d["numerical"] = np.zeros(0, bool)
     d["n_pixels"] = np.zeros(0, np.int32)
     d["opt_seconds"] = np.zeros(0)
     return d

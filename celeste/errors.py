@@ -12,6 +12,8 @@ Which to raise:
   continue from (non-finite ELBO at the starting point, a PSF mixture that
   degenerates with every number of components, :func:`celeste.images.psf_mixture`;
   a prior mixture covariance that loses positive definiteness, :mod:`celeste.gmm`).
+  For one source's non-finite ELBO, :class:`celeste.infer.BoxModel` catches it,
+  logs it and flags the source (catalog flag 32) instead of failing the box.
 
 All derive from :class:`CelesteError`, which the command-line tools catch to
 print a one-line message and exit with status 2.

@@ -33,9 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from kernels import params as P
-from kernels.elbo import N_IMG_COLS, N_PIX_COLS, PIX_BGE, PIX_BGV, source_light
+from kernels.inputs import N_IMG_COLS, N_PIX_COLS, PIX_BGE, PIX_BGV, make_problem, make_settings, prior_from_arrays
+from kernels.light import source_light
 from kernels.newton import INFO_CONVERGED, INFO_ELBO, INFO_GNORM, INFO_ITERS, N_INFO, fit_source, optimize_source, source_elbo
-from kernels.profiles import DEV_AMP, DEV_VAR, EXP_AMP, EXP_VAR
+from kernels.profiles import prototype_array
 from kernels.uncertainty import log_flux_sd, lrvb_covariance
 
 from . import ARCSEC_PER_DEG
@@ -46,16 +47,6 @@ from .tangent import sky_to_pixel_jacobian
 log = logging.getLogger("celeste.infer")
 
 
-def prototype_array():
-    """Galaxy prototypes as the kernels take them: (2, J, 2) [exp/dev, component, (amp, var)]."""
-    J = max(len(EXP_AMP), len(DEV_AMP))
-    pr = np.zeros((2, J, 2))
-    pr[:, :, 1] = 1.0
-    pr[0, :len(EXP_AMP), 0] = EXP_AMP
-    pr[0, :len(EXP_AMP), 1] = EXP_VAR
-    pr[1, :len(DEV_AMP), 0] = DEV_AMP
-    pr[1, :len(DEV_AMP), 1] = DEV_VAR
-    return np.ascontiguousarray(pr)
 
 
 def active_radius_px(flux_nmgy, sky_sd_nmgy, psf_weight, psf_sigma_px, gal_sigma_px, eps, r_min, r_max):
@@ -90,14 +81,14 @@ def active_radius_px(flux_nmgy, sky_sd_nmgy, psf_weight, psf_sigma_px, gal_sigma
     return float(np.clip(r, r_min, r_max))
 
 
-def init_theta(row, bands_present=None):
-    """Initial unconstrained parameters (27,) from an initial-catalog row.
+def init_params(row, bands_present=None):
+    """Initial unconstrained parameters ``params`` (27,) from an initial-catalog row.
 
     Uses ``flux_<b>`` (nmgy; non-positive or missing values are filled from the r flux
     with zero colours), ``is_star_guess``, and the shape ``a``, ``b`` (arcsec),
     ``theta`` (deg east of north) when present.  Variances start at 0.01 (ln flux).
     """
-    th = np.zeros(P.N_PARAMS)
+    x = np.zeros(P.N_PARAMS)
     fl = np.full(5, np.nan)
     for b, name in enumerate("ugriz"):
         key = f"flux_{name}"
@@ -113,25 +104,25 @@ def init_theta(row, bands_present=None):
         if np.isfinite(lnf[j]) and np.isfinite(lnf[j + 1]):
             cols[j] = np.clip(lnf[j + 1] - lnf[j], -3.0, 3.0)
     for t in range(2):
-        th[P.R_MEAN[t]] = np.log(r)
-        th[P.R_LOGVAR[t]] = np.log(0.01)
-        th[P.C_MEAN[t]:P.C_MEAN[t] + 4] = cols
-        th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4] = np.log(0.01)
+        x[P.R_MEAN[t]] = np.log(r)
+        x[P.R_LOGVAR[t]] = np.log(0.01)
+        x[P.C_MEAN[t]:P.C_MEAN[t] + 4] = cols
+        x[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4] = np.log(0.01)
     p = float(row["is_star_guess"]) if "is_star_guess" in row.colnames else 0.5
     p = min(max(p, 0.02), 0.98)
-    th[P.A_STAR] = np.log(p / (1 - p))
+    x[P.A_STAR] = np.log(p / (1 - p))
     a = float(row["a"]) if "a" in row.colnames else 1.0
     b = float(row["b"]) if "b" in row.colnames else 1.0
     pa = float(row["theta"]) if "theta" in row.colnames else 0.0
     a = a if np.isfinite(a) and a > 0 else 1.0
     b = b if np.isfinite(b) and b > 0 else a
     q = min(max(b / a, 0.1), 0.95)
-    th[P.E_DEV] = 0.0
-    th[P.E_AXIS] = np.log(q / (1 - q))
-    th[P.E_ANGLE] = np.radians(pa if np.isfinite(pa) else 0.0)
+    x[P.E_DEV] = 0.0
+    x[P.E_AXIS] = np.log(q / (1 - q))
+    x[P.E_ANGLE] = np.radians(pa if np.isfinite(pa) else 0.0)
     # SEP's a is an RMS width; a half-light radius of an exponential disc is ~1.7 of it
-    th[P.E_SCALE] = np.log(min(max(1.2 * a, 0.3), 10.0))
-    return th
+    x[P.E_SCALE] = np.log(min(max(1.2 * a, 0.3), 10.0))
+    return x
 
 
 class BoxModel:
@@ -145,13 +136,15 @@ class BoxModel:
         The PSF mixture of each image (:meth:`celeste.psf.PsfMixture.as_array`).
     catalog : astropy.table.Table
         Initial catalog: ``ra``, ``dec`` (deg), ``objid`` (int64) and the columns
-        :func:`init_theta` reads.  Every row is optimized; which rows are reported is
+        :func:`init_params` reads.  Every row is optimized; which rows are reported is
         decided by the caller.
     priors : celeste.priors.Priors
     options : celeste.options.InferOptions
+    params0 : list of (ndarray (27,) or None), optional
+        Parameters of sources already optimized (warm start), None for new ones.
     """
 
-    def __init__(self, images, psf_mixtures, catalog, priors, options=None, theta0=None):
+    def __init__(self, images, psf_mixtures, catalog, priors, options=None, params0=None):
         self.options = options or InferOptions()
         self.images = images
         self.catalog = catalog
@@ -163,25 +156,23 @@ class BoxModel:
             self.psf[n, m.shape[0]:, 3] = 1.0  # zero-weight padding with a valid covariance
             self.psf[n, m.shape[0]:, 5] = 1.0
         self.proto = prototype_array()
-        pa = priors.as_arrays()
-        self.prior_args = (
-            float(pa["prob_star"].reshape(())),
-            np.ascontiguousarray(np.stack([pa["r_mean"], pa["r_var"]], axis=1)),
-            pa["colour_weight"], pa["colour_mean"], pa["colour_prec"], pa["colour_logdet"],
-            np.ascontiguousarray(np.stack([pa["shape_mean"], pa["shape_var"]], axis=1)),
-        )
-        self.theta = np.array([init_theta(catalog[i]) for i in range(self.n_src)]).reshape(self.n_src, P.N_PARAMS)
+        self.prior = prior_from_arrays(priors.as_arrays())
+        self.settings = make_settings(self.options.max_iter, self.options.f_tol, self.options.g_tol)
+        #: (n_src, 27) unconstrained parameters of every source (:mod:`kernels.params`)
+        self.params = np.array([init_params(catalog[i]) for i in range(self.n_src)]).reshape(self.n_src, P.N_PARAMS)
         #: sources already optimized (warm start): their first update is a single Newton run
         self.fitted = np.zeros(self.n_src, dtype=bool)
-        if theta0 is not None:
-            for i, th in enumerate(theta0):
-                if th is not None:
-                    self.theta[i] = th
+        if params0 is not None:
+            for i, x in enumerate(params0):
+                if x is not None:
+                    self.params[i] = x
                     self.fitted[i] = True
         self.anchor = np.stack([np.asarray(catalog["ra"], float), np.asarray(catalog["dec"], float)], axis=1)
         self.info = np.zeros((self.n_src, N_INFO))
         self.seconds = np.zeros(self.n_src)  # optimizer wall time per source, summed over passes
         self.elbo = np.full(self.n_src, -np.inf)
+        #: the last update met a non-finite ELBO at its start (:meth:`update_source`)
+        self.numerical = np.zeros(self.n_src, dtype=bool)
         self.passes_done = 0
         # per-image arrays
         self.sky = [np.asarray(im.sky, float) for im in images]
@@ -214,10 +205,10 @@ class BoxModel:
             px_arcsec = 1.0 / math.sqrt(abs(np.linalg.det(jac.mean(axis=0))))
             sky_sd = np.sqrt(np.median(self.sky[n]) / np.median(self.iota[n]))
             for s in range(ns):
-                th = self.theta[s]
-                t_flux = math.exp(th[P.R_MEAN[0]] + P.COLOUR_TO_BAND[band] @ th[P.C_MEAN[0]:P.C_MEAN[0] + 4])
-                chi = P.sigmoid(th[P.A_STAR])
-                gal_sig = 0.0 if chi > 0.8 else math.exp(th[P.E_SCALE]) / px_arcsec
+                x = self.params[s]
+                t_flux = math.exp(x[P.R_MEAN[0]] + P.COLOUR_TO_BAND[band] @ x[P.C_MEAN[0]:P.C_MEAN[0] + 4])
+                chi = P.sigmoid(x[P.A_STAR])
+                gal_sig = 0.0 if chi > 0.8 else math.exp(x[P.E_SCALE]) / px_arcsec
                 r = active_radius_px(t_flux, sky_sd, psf_w, psf_sig, gal_sig, opt.active_eps, opt.min_radius_px,
                                      opt.max_radius_px)
                 x0, y0 = xy[s]
@@ -287,7 +278,7 @@ class BoxModel:
         self.src_vg = [None] * ns
         self.no_pixels = np.array([len(p) == 0 for p in self.src_pix])
         # initial light of everyone: kernels in parallel (no GIL), then the sums in order
-        lights = self._map(lambda s: self._light(s, self.theta[s]), range(ns))
+        lights = self._map(lambda s: self._light(s, self.params[s]), range(ns))
         for s, (eg, vg) in enumerate(lights):
             self._add_light(s, eg, vg)
 
@@ -300,16 +291,21 @@ class BoxModel:
         return [fn(i) for i in items]
 
     # ---------------------------------------------------------------- light bookkeeping
-    def _light(self, s, theta):
+    def _problem(self, s, pix):
+        """Source s's pixel problem (checked once here; :func:`kernels.inputs.make_problem`)."""
+        return make_problem(pix, self.src_imgtab[s], self.src_psf[s], self.proto)
+
+    def _light(self, s, x):
+        """E[G], Var[G] (n_pix,) of source s with parameters ``x`` on its active pixels."""
         pix = self.src_pix[s]
         eg = np.zeros(len(pix))
         vg = np.zeros(len(pix))
         if len(pix):
-            source_light(theta, pix, self.src_imgtab[s], self.src_psf[s], self.proto, eg, vg)
+            source_light(x, self._problem(s, pix), eg, vg)
         return eg, vg
 
-    def _set_light(self, s, theta):
-        eg, vg = self._light(s, theta)
+    def _set_light(self, s, x):
+        eg, vg = self._light(s, x)
         self._add_light(s, eg, vg)
 
     def _add_light(self, s, eg, vg):
@@ -341,28 +337,53 @@ class BoxModel:
 
     # ---------------------------------------------------------------- optimization
     def update_source(self, s, first):
-        """Optimize source s with its neighbours fixed; returns its ELBO change."""
+        """Optimize source s with its neighbours fixed; returns its ELBO change (nats).
+
+        A source whose ELBO is not finite where the optimizer starts (:class:`NumericalError`
+        from :meth:`_optimize`) keeps its parameters and light, is logged and flagged
+        (``numerical`` in :meth:`source_results`, catalog flag 32); the box goes on.
+        """
         if self.no_pixels[s]:
             return 0.0
-        opt = self.options
-        pix = self._pixels_with_background(s)
-        th = self.theta[s].copy()
-        info = np.zeros(N_INFO)
-        args = (pix, self.src_imgtab[s], self.src_psf[s], self.proto) + self.prior_args
-        t0 = time.perf_counter()
-        if first and not self.fitted[s]:
-            f = fit_source(th, *args, opt.max_iter, opt.f_tol, opt.g_tol, info)
-        else:
-            f = optimize_source(th, *args, opt.max_iter, opt.f_tol, opt.g_tol, info)
-        self.seconds[s] += time.perf_counter() - t0
-        if not np.isfinite(f):
+        try:
+            x, f, info = self._optimize(s, first)
+        except NumericalError as exc:
+            log.warning("%s", exc)
+            self.numerical[s] = True
             return 0.0
+        self.numerical[s] = False
         old = self.elbo[s]
-        self.theta[s] = th
+        self.params[s] = x
         self.info[s] = info
         self.elbo[s] = f
-        self._set_light(s, th)
+        self._set_light(s, x)
         return abs(f - old) if np.isfinite(old) else np.inf
+
+    def _optimize(self, s, first):
+        """Run the Newton optimizer on source s (both type starts on its first update).
+
+        Returns the new parameters (27,), the ELBO (nats) and the optimizer's info vector.
+
+        Raises
+        ------
+        NumericalError
+            If the ELBO is not finite at the starting point (the optimizer then moves nowhere).
+        """
+        problem = self._problem(s, self._pixels_with_background(s))
+        x = self.params[s].copy()
+        info = np.zeros(N_INFO)
+        t0 = time.perf_counter()
+        if first and not self.fitted[s]:
+            f = fit_source(x, problem, self.prior, self.settings, info)
+        else:
+            f = optimize_source(x, problem, self.prior, self.settings, info)
+        self.seconds[s] += time.perf_counter() - t0
+        if not np.isfinite(f):
+            ra, dec = self.anchor[s]
+            objid = self.catalog["objid"][s] if "objid" in self.catalog.colnames else s
+            raise NumericalError(f"source {objid} at RA {ra:.6f} Dec {dec:.6f}: ELBO {f} at its starting point; "
+                                 f"parameters left unchanged (flag 32)")
+        return x, f, info
 
     def _components(self, batch):
         """Connected components of the conflict graph restricted to ``batch`` (ordered lists)."""
@@ -398,7 +419,7 @@ class BoxModel:
                 order = rng.permutation(self.n_src)
                 if first:
                     # brightest first on the first pass: their light dominates their neighbours'
-                    order = np.argsort(-self.theta[:, P.R_MEAN[0]], kind="stable")
+                    order = np.argsort(-self.params[:, P.R_MEAN[0]], kind="stable")
                     self._first_pass = True
                 deltas = np.zeros(self.n_src)
                 t0 = time.time()
@@ -436,8 +457,8 @@ class BoxModel:
     def positions(self):
         """Current posterior positions: dict with ``ra``, ``dec`` (n,) in degrees."""
         dec0 = self.anchor[:, 1]
-        dec = dec0 + self.theta[:, P.U_NORTH] / ARCSEC_PER_DEG
-        ra = (self.anchor[:, 0] + self.theta[:, P.U_EAST] / ARCSEC_PER_DEG / np.cos(np.radians(dec0))) % 360.0
+        dec = dec0 + self.params[:, P.U_NORTH] / ARCSEC_PER_DEG
+        ra = (self.anchor[:, 0] + self.params[:, P.U_EAST] / ARCSEC_PER_DEG / np.cos(np.radians(dec0))) % 360.0
         return {"ra": ra, "dec": dec}
 
     def source_results(self):
@@ -447,7 +468,8 @@ class BoxModel:
         ``is_star``, ``flux`` (n, 5) nmgy (posterior mean under the more probable type),
         ``flux_sd`` (n, 5) nmgy, ``gal_frac_dev``, ``gal_axis_ratio``, ``gal_angle_deg``
         ([0, 180) east of north), ``gal_radius_arcsec`` (circularized: re sqrt(q)),
-        ``elbo``, ``n_iter``, ``converged``, ``grad_max``, ``theta`` (n, 27).
+        ``elbo``, ``n_iter``, ``converged``, ``grad_max``, ``no_pixels``, ``numerical`` (bool: the
+        ELBO was not finite at the last update's start), ``opt_seconds``, ``n_pixels``, ``params`` (n, 27).
         """
         ns = self.n_src
         out = {k: np.full(ns, np.nan) for k in ("ra", "dec", "ra_sd", "dec_sd", "is_star", "gal_frac_dev",
@@ -458,6 +480,7 @@ class BoxModel:
         out["n_iter"] = self.info[:, INFO_ITERS].astype(np.int32)
         out["converged"] = self.info[:, INFO_CONVERGED].astype(bool)
         out["no_pixels"] = self.no_pixels.copy()
+        out["numerical"] = self.numerical.copy()
         out["opt_seconds"] = self.seconds.copy()
         out["n_pixels"] = np.array([len(p) for p in self.src_pix], dtype=np.int32)
         def hessian(s):
@@ -465,43 +488,41 @@ class BoxModel:
                 return None
             g = np.zeros(P.N_PARAMS)
             H = np.zeros((P.N_PARAMS, P.N_PARAMS))
-            pix = self._pixels_with_background(s)
-            source_elbo(self.theta[s], pix, self.src_imgtab[s], self.src_psf[s], self.proto, *self.prior_args, 2,
-                        g, H)
+            source_elbo(self.params[s], self._problem(s, self._pixels_with_background(s)), self.prior, 2, g, H)
             return H
 
         hessians = self._map(hessian, range(ns))
         for s in range(ns):
-            th = self.theta[s]
+            x = self.params[s]
             ra0, dec0 = self.anchor[s]
-            out["dec"][s] = dec0 + th[P.U_NORTH] / ARCSEC_PER_DEG
-            out["ra"][s] = (ra0 + th[P.U_EAST] / ARCSEC_PER_DEG / math.cos(math.radians(dec0))) % 360.0
-            chi = P.sigmoid(th[P.A_STAR])
+            out["dec"][s] = dec0 + x[P.U_NORTH] / ARCSEC_PER_DEG
+            out["ra"][s] = (ra0 + x[P.U_EAST] / ARCSEC_PER_DEG / math.cos(math.radians(dec0))) % 360.0
+            chi = P.sigmoid(x[P.A_STAR])
             out["is_star"][s] = chi
             t = P.STAR if chi >= 0.5 else P.GAL
             base = P.R_MEAN[t]
-            mean = th[base] + P.COLOUR_TO_BAND @ th[P.C_MEAN[t]:P.C_MEAN[t] + 4]
-            var = math.exp(th[P.R_LOGVAR[t]]) + (P.COLOUR_TO_BAND ** 2) @ np.exp(th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4])
+            mean = x[base] + P.COLOUR_TO_BAND @ x[P.C_MEAN[t]:P.C_MEAN[t] + 4]
+            var = math.exp(x[P.R_LOGVAR[t]]) + (P.COLOUR_TO_BAND ** 2) @ np.exp(x[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4])
             flux = np.exp(mean + 0.5 * var)
             out["flux"][s] = flux
-            q = P.sigmoid(th[P.E_AXIS])
-            out["gal_frac_dev"][s] = P.sigmoid(th[P.E_DEV])
+            q = P.sigmoid(x[P.E_AXIS])
+            out["gal_frac_dev"][s] = P.sigmoid(x[P.E_DEV])
             out["gal_axis_ratio"][s] = q
-            out["gal_angle_deg"][s] = math.degrees(th[P.E_ANGLE]) % 180.0
-            out["gal_radius_arcsec"][s] = math.exp(th[P.E_SCALE]) * math.sqrt(q)
+            out["gal_angle_deg"][s] = math.degrees(x[P.E_ANGLE]) % 180.0
+            out["gal_radius_arcsec"][s] = math.exp(x[P.E_SCALE]) * math.sqrt(q)
             out["elbo"][s] = self.info[s, INFO_ELBO]
             out["grad_max"][s] = self.info[s, INFO_GNORM]
             if self.no_pixels[s]:
                 continue
             H = hessians[s]
             idx, cov = lrvb_covariance(H, t)
-            sd_ln = log_flux_sd(th, H, t)
+            sd_ln = log_flux_sd(x, H, t)
             # lognormal: sd of f given sd of ln f (the VI variance adds in quadrature)
             tot = sd_ln ** 2 + var
             out["flux_sd"][s] = flux * np.sqrt(np.expm1(tot))
             out["ra_sd"][s] = math.sqrt(cov[0, 0]) if np.isfinite(cov[0, 0]) else np.nan
             out["dec_sd"][s] = math.sqrt(cov[1, 1]) if np.isfinite(cov[1, 1]) else np.nan
-        out["theta"] = self.theta.copy()
+        out["params"] = self.params.copy()
         return out
 
     def residual_stats(self, inside):

@@ -120,10 +120,10 @@ def process_box(opts, box, boxes, catalog, fields, priors, progress=None):
             if len(new_ra) == 0:
                 break
             log.info("box %d: residual round %d adds %d sources", box.box_id, rnd + 1, len(new_ra))
-            old, old_seconds = model.theta, model.seconds
+            old, old_seconds = model.params, model.seconds
             sub = add_residual_sources(sub, new_ra, new_dec, new_flux)
             model = BoxModel(images, mixes, sub, priors, opts.infer,
-                             theta0=list(old) + [None] * len(new_ra))
+                             params0=list(old) + [None] * len(new_ra))
             model.seconds[:len(old_seconds)] += old_seconds
             if bar is not None:
                 bar.total += model.n_src * opts.infer.max_passes

@@ -12,32 +12,33 @@ import math
 import numpy as np
 
 from kernels import params as P
-from kernels.elbo import N_IMG_COLS, N_PIX_COLS, source_light
+from kernels.inputs import N_IMG_COLS, N_PIX_COLS, make_problem
+from kernels.light import source_light
+from kernels.profiles import prototype_array
 
 from . import BANDS
-from .infer import prototype_array
 from .tangent import sky_to_pixel_jacobian
 
 
-def theta_from_row(row):
+def params_from_row(row):
     """Unconstrained parameters (27,) reproducing a catalog row's means (zero variances)."""
-    th = np.zeros(P.N_PARAMS)
+    x = np.zeros(P.N_PARAMS)
     p = min(max(float(row["is_star"]), 1e-9), 1 - 1e-9)
-    th[P.A_STAR] = math.log(p / (1 - p))
+    x[P.A_STAR] = P.logit(p)
     fl = np.array([max(float(row[f"flux_{b}"]), 1e-6) for b in BANDS])
     lnf = np.log(fl)
     for t in range(2):
-        th[P.R_MEAN[t]] = lnf[2]
-        th[P.R_LOGVAR[t]] = -30.0
-        th[P.C_MEAN[t]:P.C_MEAN[t] + 4] = np.diff(lnf)
-        th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4] = -30.0
+        x[P.R_MEAN[t]] = lnf[2]
+        x[P.R_LOGVAR[t]] = -30.0
+        x[P.C_MEAN[t]:P.C_MEAN[t] + 4] = np.diff(lnf)
+        x[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4] = -30.0
     fd = min(max(float(row["gal_frac_dev"]), 1e-6), 1 - 1e-6)
     q = min(max(float(row["gal_axis_ratio"]), 1e-6), 1 - 1e-6)
-    th[P.E_DEV] = math.log(fd / (1 - fd))
-    th[P.E_AXIS] = math.log(q / (1 - q))
-    th[P.E_ANGLE] = math.radians(float(row["gal_angle_deg"]))
-    th[P.E_SCALE] = math.log(max(float(row["gal_radius_arcsec"]), 1e-3) / math.sqrt(q))
-    return th
+    x[P.E_DEV] = P.logit(fd)
+    x[P.E_AXIS] = P.logit(q)
+    x[P.E_ANGLE] = math.radians(float(row["gal_angle_deg"]))
+    x[P.E_SCALE] = math.log(max(float(row["gal_radius_arcsec"]), 1e-3) / math.sqrt(q))
+    return x
 
 
 def render_model(image, psf_mixture, catalog, radius_px=40.0):
@@ -77,8 +78,8 @@ def render_model(image, psf_mixture, catalog, radius_px=40.0):
         img = np.array([[image.band, x0, y0, jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]]])
         eg = np.zeros(xx.size)
         vg = np.zeros(xx.size)
-        source_light(theta_from_row(catalog[i]), pix, np.ascontiguousarray(img.reshape(1, N_IMG_COLS)), psf, proto,
-                     eg, vg)
+        problem = make_problem(pix, np.ascontiguousarray(img.reshape(1, N_IMG_COLS)), psf, proto)
+        source_light(params_from_row(catalog[i]), problem, eg, vg)
         light[ya:yb, xa:xb] += eg.reshape(yy.shape)
     iota = np.broadcast_to(np.asarray(image.iota)[None, :], (H, W))
     return iota * (image.sky + light)

@@ -51,14 +51,6 @@ def bvn_log_derivs(dx, dy, a, b, c, g, h):
     return bvn_log_derivs_pre(dx, dy, pre, g, h)
 
 
-@kernel
-def bvn_log(dx, dy, a, b, c):
-    """ln N(p; m, Sigma) at offset (dx, dy) = p - m (no derivatives); see :func:`bvn_log_derivs`."""
-    det = a * c - b * b
-    q = (c * dx * dx - 2.0 * b * dx * dy + a * dy * dy) / det
-    return -LOG_2PI - 0.5 * math.log(det) - 0.5 * q
-
-
 def bvn_logpdf_reference(dx, dy, a, b, c):
     """Slow NumPy reference of the log density (for tests)."""
     S = np.array([[a, b], [b, c]])

@@ -25,9 +25,9 @@ galaxy's parameters have no curvature and the Newton steps let them drift withou
 (seen: galaxy radii of 1e15 arcsec on stars); with it they rest at their prior.  The ELBO
 changes by at most DELTA times the unused type's KL.
 
-Prior arrays (float64): ``prob_star`` scalar; ``r_prior`` (2, 2) [t, (mean, var)];
-``c_weight`` (2, K); ``c_mean`` (2, K, 4); ``c_prec`` (2, K, 4, 4) precision matrices;
-``c_logdet`` (2, K) ln|Sigma|; ``shape_prior`` (3, 2) [(e_dev, e_axis, e_scale), (mean, var)].
+The prior is a :class:`kernels.inputs.Prior`: ``prob_star`` scalar; ``r_prior`` (2, 2)
+[t, (mean, var)]; ``c_weight`` (2, K); ``c_mean`` (2, K, 4); ``c_prec`` (2, K, 4, 4) precision
+matrices; ``c_logdet`` (2, K) ln|Sigma|; ``shape_prior`` (3, 2) [(e_dev, e_axis, e_scale), (mean, var)].
 """
 import math
 
@@ -54,31 +54,38 @@ def colour_kl_terms(m, lv, c_weight_t, c_mean_t, c_prec_t, c_logdet_t, kl_k):
 
 
 @kernel
-def source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior, mode, grad, hess):
-    """KL(q || prior) of one source (module docstring); adds its gradient/Hessian.
+def source_kl(params, prior, mode, grad, hess, weight):
+    """KL(q || prior) of one source (module docstring); adds ``weight`` times its gradient/Hessian.
 
     Parameters
     ----------
-    theta : ndarray (27,)
-    prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior : prior arrays
-        See the module docstring for shapes.
+    params : ndarray (27,)
+        Unconstrained source parameters (:mod:`kernels.params`).
+    prior : kernels.inputs.Prior
     mode : int
         0 value; 1 and gradient; 2 and Hessian.
-    grad, hess : ndarray (27,), (27, 27), outputs: *added to* (not overwritten).
+    grad, hess : ndarray (27,), (27, 27), outputs: ``weight`` times the KL's derivatives are
+        *added to* them (not overwritten).
+    weight : float
+        1 for the KL's own derivatives; -1 to subtract them (the ELBO = log likelihood - KL,
+        :func:`kernels.newton.source_elbo`).  Must be +1 or -1 (exact in floating point).
 
     Returns
     -------
     float
         The KL value (nats), to be subtracted from the expected log likelihood.
     """
+    prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior = (
+        prior.prob_star, prior.r_prior, prior.c_weight, prior.c_mean, prior.c_prec, prior.c_logdet,
+        prior.shape_prior)
     K = c_weight.shape[1]
-    chi = 1.0 / (1.0 + math.exp(-theta[P.A_STAR]))
+    chi = P.sigmoid(params[P.A_STAR])
     dchi = chi * (1.0 - chi)
     d2chi = dchi * (1.0 - 2.0 * chi)
     # Bernoulli term, as a function of a = logit chi:
     # chi ln(chi/p) + (1-chi) ln((1-chi)/(1-p)); d/dchi = ln(chi/p) - ln((1-chi)/(1-p)) = a - logit p
     lp = math.log(prob_star) - math.log(1.0 - prob_star)
-    a = theta[P.A_STAR]
+    a = params[P.A_STAR]
     # ln chi = -softplus(-a), ln(1 - chi) = -softplus(a), written to stay finite for any a
     ln_chi = -(max(-a, 0.0) + math.log1p(math.exp(-abs(a))))
     ln_1mchi = -(max(a, 0.0) + math.log1p(math.exp(-abs(a))))
@@ -94,14 +101,14 @@ def source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, sha
         wt = (chi if t == 0 else 1.0 - chi) + DELTA
         sgn = 1.0 if t == 0 else -1.0
         base = P.R_MEAN[t]
-        mu = theta[base]
-        lv = theta[base + 1]
+        mu = params[base]
+        lv = params[base + 1]
         s2 = math.exp(lv)
         m0 = r_prior[t, 0]
         v0 = r_prior[t, 1]
         kl_r = 0.5 * ((s2 + (mu - m0) ** 2) / v0 - 1.0 - lv + math.log(v0))
-        m = theta[base + 2:base + 6]
-        lvc = theta[base + 6:base + 10]
+        m = params[base + 2:base + 6]
+        lvc = params[base + 6:base + 10]
         colour_kl_terms(m, lvc, c_weight[t], c_mean[t], c_prec[t], c_logdet[t], kl_k)
         hmax = -np.inf
         for k in range(K):
@@ -138,7 +145,7 @@ def source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, sha
             for i in range(8):
                 gt[2 + i] += rk[k] * gk[k, i]
         for i in range(10):
-            grad[base + i] += wt * gt[i]
+            grad[base + i] += weight * (wt * gt[i])
         g_chi += sgn * kl_t
         if mode < 2:
             continue
@@ -162,33 +169,33 @@ def source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, sha
                 ht[2 + i, 2 + j] += gt[2 + i] * gt[2 + j]
         for i in range(10):
             for j in range(10):
-                hess[base + i, base + j] += wt * ht[i, j]
+                hess[base + i, base + j] += weight * (wt * ht[i, j])
             # cross terms with a: d/da (wt gt) = sgn dchi gt
-            hess[P.A_STAR, base + i] += sgn * dchi * gt[i]
-            hess[base + i, P.A_STAR] += sgn * dchi * gt[i]
+            hess[P.A_STAR, base + i] += weight * (sgn * dchi * gt[i])
+            hess[base + i, P.A_STAR] += weight * (sgn * dchi * gt[i])
     # shape prior: -(1 - chi) ln p_shape
     nlp = 0.0
     idx = (P.E_DEV, P.E_AXIS, P.E_SCALE)
     for i in range(3):
         mean = shape_prior[i, 0]
         var = shape_prior[i, 1]
-        d = theta[idx[i]] - mean
+        d = params[idx[i]] - mean
         nlp += 0.5 * (d * d / var + math.log(2.0 * math.pi * var))
     total += (1.0 - chi + DELTA) * nlp
     if mode == 0:
         return total
     g_chi -= nlp
     for i in range(3):
-        d = theta[idx[i]] - shape_prior[i, 0]
+        d = params[idx[i]] - shape_prior[i, 0]
         gi = d / shape_prior[i, 1]
-        grad[idx[i]] += (1.0 - chi + DELTA) * gi
+        grad[idx[i]] += weight * ((1.0 - chi + DELTA) * gi)
         if mode == 2:
-            hess[idx[i], idx[i]] += (1.0 - chi + DELTA) / shape_prior[i, 1]
-            hess[P.A_STAR, idx[i]] -= dchi * gi
-            hess[idx[i], P.A_STAR] -= dchi * gi
-    grad[P.A_STAR] += g_chi * dchi
+            hess[idx[i], idx[i]] += weight * ((1.0 - chi + DELTA) / shape_prior[i, 1])
+            hess[P.A_STAR, idx[i]] -= weight * (dchi * gi)
+            hess[idx[i], P.A_STAR] -= weight * (dchi * gi)
+    grad[P.A_STAR] += weight * (g_chi * dchi)
     if mode == 2:
         # d2/da2 of K(chi(a)): K'' dchi^2 + K' d2chi; the Bernoulli part has K'' = 1/(chi(1-chi)),
         # so K'' dchi^2 = dchi (no division: finite when chi rounds to 0 or 1)
-        hess[P.A_STAR, P.A_STAR] += dchi + g_chi * d2chi
+        hess[P.A_STAR, P.A_STAR] += weight * (dchi + g_chi * d2chi)
     return total

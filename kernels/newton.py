@@ -105,51 +105,44 @@ def tr_step(g, H, radius, p):
 
 
 @kernel
-def _negate(grad, hess, mode):
-    """Flip the sign of the gradient (mode >= 1) and the Hessian (mode 2) in place."""
-    n = grad.shape[0]
-    if mode >= 1:
-        for i in range(n):
-            grad[i] = -grad[i]
-    if mode == 2:
-        for i in range(n):
-            for j in range(n):
-                hess[i, j] = -hess[i, j]
-
-
-@kernel
-def source_elbo(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
-                shape_prior, mode, grad, hess):
+def source_elbo(params, problem, prior, mode, grad, hess):
     """ELBO of one source = expected log likelihood (:func:`kernels.elbo.source_loglik`) - KL
-    (:func:`kernels.kl.source_kl`); gradient and Hessian by mode (0, 1, 2)."""
-    ll = source_loglik(theta, pix, img, psf, proto, mode, grad, hess)
-    # source_kl adds its derivatives: negate around it so that they are subtracted
-    _negate(grad, hess, mode)
-    kl = source_kl(theta, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet, shape_prior, mode, grad, hess)
-    _negate(grad, hess, mode)
+    (:func:`kernels.kl.source_kl`), the function the optimizer maximizes.
+
+    Parameters
+    ----------
+    params : ndarray (27,)
+    problem : kernels.inputs.Problem
+    prior : kernels.inputs.Prior
+    mode : int
+        0 value; 1 and gradient; 2 and Hessian.
+    grad, hess : ndarray (27,), (27, 27), outputs (overwritten by mode).
+
+    Returns
+    -------
+    float
+        The ELBO (nats, without the data constant sum ln x!); -inf if some E[F] <= 0.
+    """
+    ll = source_loglik(params, problem, mode, grad, hess)
+    kl = source_kl(params, prior, mode, grad, hess, -1.0)
     return ll - kl
 
 
 @kernel
-def optimize_source(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
-                    shape_prior, max_iter, f_tol, g_tol, info):
+def optimize_source(params, problem, prior, settings, info):
     """Maximize one source's ELBO in place by trust-region Newton steps.
 
     Parameters
     ----------
-    theta : ndarray (27,), in/out
+    params : ndarray (27,), in/out
         Unconstrained parameters; updated to the optimum found.
-    pix, img, psf, proto :
-        Pixel and image tables (:mod:`kernels.elbo`); ``pix`` holds the neighbours'
-        light in its background columns.
-    prob_star ... shape_prior :
-        Prior arrays (:mod:`kernels.kl`).
-    max_iter : int
-        Maximum number of Newton iterations.
-    f_tol : float
-        Stop when an accepted step improves the ELBO by less than f_tol (nats).
-    g_tol : float
-        Stop when the largest gradient entry is below g_tol.
+    problem : kernels.inputs.Problem
+        The source's pixel problem; ``problem.pix`` holds the neighbours' light in its
+        background columns.
+    prior : kernels.inputs.Prior
+    settings : kernels.inputs.NewtonSettings
+        ``max_iter`` Newton iterations at most; stop when an accepted step improves the ELBO
+        by less than ``f_tol`` (nats) or the largest gradient entry is below ``g_tol``.
     info : ndarray (N_INFO,), output
         iterations, final ELBO, final max |gradient|, converged flag (1/0), evaluations.
 
@@ -158,15 +151,15 @@ def optimize_source(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c
     float
         The final ELBO (nats, without the data constant sum ln x!).
     """
-    n = theta.shape[0]
+    max_iter, f_tol, g_tol = settings.max_iter, settings.f_tol, settings.g_tol
+    n = params.shape[0]
     g = np.zeros(n)
     H = np.zeros((n, n))
     gn = np.zeros(n)
     Hn = np.zeros((n, n))
     p = np.zeros(n)
     trial = np.empty(n)
-    f = source_elbo(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
-                    shape_prior, 2, g, H)
+    f = source_elbo(params, problem, prior, 2, g, H)
     evals = 1
     radius = 1.0
     converged = 0
@@ -193,11 +186,10 @@ def optimize_source(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c
         pred = tr_step(gn, Hn, radius, p)
         pnorm = 0.0
         for i in range(n):
-            trial[i] = theta[i] + p[i]
+            trial[i] = params[i] + p[i]
             pnorm += p[i] * p[i]
         pnorm = math.sqrt(pnorm)
-        f_new = source_elbo(trial, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec,
-                            c_logdet, shape_prior, 0, gn, Hn)
+        f_new = source_elbo(trial, problem, prior, 0, gn, Hn)
         evals += 1
         actual = f_new - f
         rho = actual / pred if pred > 0.0 else -1.0
@@ -207,9 +199,8 @@ def optimize_source(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c
             radius = min(2.0 * radius, 10.0)
         if np.isfinite(f_new) and rho > 0.1:
             for i in range(n):
-                theta[i] = trial[i]
-            f = source_elbo(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
-                            shape_prior, 2, g, H)
+                params[i] = trial[i]
+            f = source_elbo(params, problem, prior, 2, g, H)
             evals += 1
             if actual < f_tol:
                 converged = 1
@@ -229,46 +220,43 @@ def optimize_source(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c
 
 
 @kernel
-def fit_source(theta, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
-               shape_prior, max_iter, f_tol, g_tol, info):
+def fit_source(params, problem, prior, settings, info):
     """Optimize from a star-leaning and then a galaxy-leaning start; keep the higher ELBO.
 
     The ELBO is bimodal in the type: a galaxy shrunk below the PSF mimics a star and is a
-    local optimum from which Newton steps do not leave.  The first run starts at ``theta``
+    local optimum from which Newton steps do not leave.  The first run starts at ``params``
     with logit q(star) = +3; the second starts from the first run's optimum with
     logit q(star) = -3 and the galaxy's brightness set to the star's (a warm start: position
-    and colours are already good, so it needs few iterations).  ``theta`` and ``info``
+    and colours are already good, so it needs few iterations).  ``params`` and ``info``
     receive the better result (ties go to the star start, so results are deterministic).
     Arguments as :func:`optimize_source`; ``info[INFO_ITERS]`` and ``info[INFO_EVALS]``
     count both runs.
     """
-    n = theta.shape[0]
-    th_s = theta.copy()
-    th_s[P.A_STAR] = 3.0
+    n = params.shape[0]
+    p_s = params.copy()
+    p_s[P.A_STAR] = 3.0
     info_s = np.zeros(N_INFO)
     info_g = np.zeros(N_INFO)
-    f_s = optimize_source(th_s, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
-                          shape_prior, max_iter, f_tol, g_tol, info_s)
-    th_g = th_s.copy()
+    f_s = optimize_source(p_s, problem, prior, settings, info_s)
+    p_g = p_s.copy()
     if not np.isfinite(f_s):
         for i in range(n):
-            th_g[i] = theta[i]
+            p_g[i] = params[i]
     else:
         for k in range(P.N_BRIGHT):
-            th_g[P.R_MEAN[1] + k] = th_s[P.R_MEAN[0] + k]
-    th_g[P.A_STAR] = -3.0
-    f_g = optimize_source(th_g, pix, img, psf, proto, prob_star, r_prior, c_weight, c_mean, c_prec, c_logdet,
-                          shape_prior, max_iter, f_tol, g_tol, info_g)
+            p_g[P.R_MEAN[1] + k] = p_s[P.R_MEAN[0] + k]
+    p_g[P.A_STAR] = -3.0
+    f_g = optimize_source(p_g, problem, prior, settings, info_g)
     if f_s >= f_g or not np.isfinite(f_g):
-        best = th_s
+        best = p_s
         for i in range(N_INFO):
             info[i] = info_s[i]
     else:
-        best = th_g
+        best = p_g
         for i in range(N_INFO):
             info[i] = info_g[i]
     info[INFO_ITERS] = info_s[INFO_ITERS] + info_g[INFO_ITERS]
     info[INFO_EVALS] = info_s[INFO_EVALS] + info_g[INFO_EVALS]
     for i in range(n):
-        theta[i] = best[i]
+        params[i] = best[i]
     return max(f_s, f_g)

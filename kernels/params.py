@@ -1,6 +1,6 @@
 """Named indices of the flat per-source parameter vector, and its transforms.
 
-Every source is described by one float64 row of ``N_PARAMS`` *unconstrained*
+Every source is described by one float64 vector ``params`` of ``N_PARAMS`` *unconstrained*
 values (the space the optimizer works in).  Type index ``t``: 0 = star, 1 = galaxy.
 Band index ``b``: 0..4 = u, g, r, i, z.
 
@@ -14,7 +14,7 @@ R_MEAN[t]      mean of ln r, r the r-band flux in nmgy, under type t
 R_LOGVAR[t]    log of the variance of ln r under type t
 C_MEAN[t]+j    mean of colour j (j = 0..3: ln(f_g/f_u), ln(f_r/f_g), ln(f_i/f_r), ln(f_z/f_i))
 C_LOGVAR[t]+j  log of the variance of colour j
-E_DEV          logit of the de Vaucouleurs fraction theta (galaxy = theta dev + (1-theta) exp)
+E_DEV          logit of the de Vaucouleurs fraction frac_dev (galaxy = frac_dev dev + (1 - frac_dev) exp)
 E_AXIS         logit of the axis ratio q = minor / major, in (0, 1)
 E_ANGLE        position angle of the major axis, radians east of north (periodic, pi)
 E_SCALE        ln of the half-light radius along the major axis, arcsec
@@ -24,6 +24,8 @@ Fluxes in other bands: ln f_b = ln r + sum_j COLOUR_TO_BAND[b, j] c_j (Regier et
 AoAS 2019, Sec. 2: colours are log flux ratios of adjacent bands).
 """
 import numpy as np
+
+from .config import kernel
 
 N_BANDS = 5
 N_COLOURS = 4
@@ -69,9 +71,15 @@ PARAM_NAMES = (
 assert len(PARAM_NAMES) == N_PARAMS
 
 
+@kernel
 def sigmoid(x):
+    """1 / (1 + exp(-x)): a probability or fraction from its logit (float or ndarray; numba-callable).
+
+    Finite for every finite x (exp overflows to inf for x < -709, giving 0).
+    """
     return 1.0 / (1.0 + np.exp(-x))
 
 
 def logit(p):
+    """ln(p / (1 - p)), the inverse of :func:`sigmoid` (float or ndarray, p in (0, 1))."""
     return np.log(p) - np.log1p(-p)

@@ -2,30 +2,33 @@
 import numpy as np
 
 from kernels import params as P
-from kernels.elbo import N_IMG_COLS
+from kernels.inputs import N_IMG_COLS, make_prior, make_problem, prior_from_arrays
 from kernels.profiles import prototype_array
 
 
-def random_theta(rng, star=None):
-    th = np.zeros(P.N_PARAMS)
-    th[P.U_EAST:P.U_NORTH + 1] = rng.normal(0, 0.3, 2)
-    th[P.A_STAR] = rng.normal(0, 1) if star is None else (4.0 if star else -4.0)
+def random_params(rng, star=None):
+    """Plausible unconstrained parameters (27,); ``star`` True/False fixes logit q(star) at +-4."""
+    x = np.zeros(P.N_PARAMS)
+    x[P.U_EAST:P.U_NORTH + 1] = rng.normal(0, 0.3, 2)
+    x[P.A_STAR] = rng.normal(0, 1) if star is None else (4.0 if star else -4.0)
     for t in range(2):
-        th[P.R_MEAN[t]] = np.log(rng.uniform(3, 30))
-        th[P.R_LOGVAR[t]] = np.log(rng.uniform(0.001, 0.05))
-        th[P.C_MEAN[t]:P.C_MEAN[t] + 4] = rng.normal(0.3, 0.3, 4)
-        th[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4] = np.log(rng.uniform(0.001, 0.05, 4))
-    th[P.E_DEV] = rng.normal(0, 1)
-    th[P.E_AXIS] = rng.normal(0.5, 0.5)
-    th[P.E_ANGLE] = rng.uniform(0, np.pi)
-    th[P.E_SCALE] = np.log(rng.uniform(0.8, 2.5))
-    return th
+        x[P.R_MEAN[t]] = np.log(rng.uniform(3, 30))
+        x[P.R_LOGVAR[t]] = np.log(rng.uniform(0.001, 0.05))
+        x[P.C_MEAN[t]:P.C_MEAN[t] + 4] = rng.normal(0.3, 0.3, 4)
+        x[P.C_LOGVAR[t]:P.C_LOGVAR[t] + 4] = np.log(rng.uniform(0.001, 0.05, 4))
+    x[P.E_DEV] = rng.normal(0, 1)
+    x[P.E_AXIS] = rng.normal(0.5, 0.5)
+    x[P.E_ANGLE] = rng.uniform(0, np.pi)
+    x[P.E_SCALE] = np.log(rng.uniform(0.8, 2.5))
+    return x
 
 
-def make_problem(rng, bands=(0, 2, 4), half=8, K=2, neighbours=True):
+def synthetic_problem(rng, bands=(0, 2, 4), half=8, K=2, neighbours=True):
     """Images of size (2 half + 1)^2 around a source anchored near the centre.
 
-    Returns (pix, img, psf, proto) as expected by kernels.elbo.source_loglik.
+    Returns a :class:`kernels.inputs.Problem` (pix, img, psf, proto), with random PSF mixtures
+    of K components, the package's galaxy prototypes and, with ``neighbours``, random
+    neighbour light in the background columns.
     """
     n_img = len(bands)
     img = np.zeros((n_img, N_IMG_COLS))
@@ -52,23 +55,18 @@ def make_problem(rng, bands=(0, 2, 4), half=8, K=2, neighbours=True):
                 counts = float(rng.poisson(iota * (bgE + 0.5 * np.exp(-((x - half) ** 2 + (y - half) ** 2) / 6))))
                 rows.append([n, x, y, counts, iota, bgE, bgV])
     pix = np.ascontiguousarray(np.array(rows, dtype=np.float64))
-    return pix, img, psf, prototype_array()
+    return make_problem(pix, img, psf, prototype_array())
 
 
-def package_prior_args():
-    """The package's priors (celeste/data/priors.json) as the kernels take them."""
+def package_prior():
+    """The package's priors (celeste/data/priors.json) as a :class:`kernels.inputs.Prior`."""
     from celeste.priors import load_priors
 
-    pa = load_priors().as_arrays()
-    return (
-        float(pa["prob_star"].reshape(())),
-        np.ascontiguousarray(np.stack([pa["r_mean"], pa["r_var"]], axis=1)),
-        pa["colour_weight"], pa["colour_mean"], pa["colour_prec"], pa["colour_logdet"],
-        np.ascontiguousarray(np.stack([pa["shape_mean"], pa["shape_var"]], axis=1)),
-    )
+    return prior_from_arrays(load_priors().as_arrays())
 
 
 def random_prior(rng, K=3):
+    """A random :class:`kernels.inputs.Prior` with K colour components per type."""
     c_weight = np.stack([rng.dirichlet(np.ones(K)) for _ in range(2)])
     c_mean = rng.normal(0.3, 0.4, (2, K, 4))
     c_prec = np.zeros((2, K, 4, 4))
@@ -79,9 +77,5 @@ def random_prior(rng, K=3):
             S = A @ A.T + 0.05 * np.eye(4)
             c_prec[t, k] = np.linalg.inv(S)
             c_logdet[t, k] = np.linalg.slogdet(S)[1]
-    return dict(
-        prob_star=0.3,
-        r_prior=np.array([[1.5, 1.2], [1.0, 0.9]]),
-        c_weight=c_weight, c_mean=c_mean, c_prec=c_prec, c_logdet=c_logdet,
-        shape_prior=np.array([[0.0, 4.0], [0.5, 1.0], [0.3, 0.5]]),
-    )
+    return make_prior(0.3, np.array([[1.5, 1.2], [1.0, 0.9]]), c_weight, c_mean, c_prec, c_logdet,
+                      np.array([[0.0, 4.0], [0.5, 1.0], [0.3, 0.5]]))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from celeste.infer import InferOptions, active_radius_px, init_theta
+from celeste.infer import InferOptions, active_radius_px, init_params
 from celeste.pipeline import JobOptions, run_job
 from kernels import params as P
 
@@ -37,10 +37,10 @@ def test_light_outside_the_active_radius_is_below_the_threshold():
     assert light == pytest.approx(eps * sd, rel=1e-9)
 
 
-def test_init_theta_reads_fluxes_colours_and_shape():
+def test_init_params_reads_fluxes_colours_and_shape():
     t = Table(dict(ra=[1.0], dec=[0.0], flux_u=[1.0], flux_g=[2.0], flux_r=[4.0], flux_i=[5.0], flux_z=[6.0],
                    is_star_guess=[0.9], a=[2.0], b=[1.0], theta=[30.0]))
-    th = init_theta(t[0])
+    th = init_params(t[0])
     assert th[P.R_MEAN[0]] == pytest.approx(math.log(4.0))
     assert np.allclose(th[P.C_MEAN[0]:P.C_MEAN[0] + 4], np.log([2.0, 2.0, 5 / 4, 6 / 5]))
     assert 1 / (1 + math.exp(-th[P.A_STAR])) == pytest.approx(0.9)
@@ -90,3 +90,44 @@ def test_simulated_field_recovered(sim_catalogs):
     assert np.all(cat["converged"] | (cat["flags"] > 0))
     assert np.all((cat["gal_angle_deg"] >= 0) & (cat["gal_angle_deg"] < 180))
     assert cat["ra"].unit == "deg" and str(cat["flux_r"].unit) == "nmgy"
+
+
+def _tiny_box(fluxes, shape=(40, 200)):
+    """One synthetic r-band image (Gaussian PSF, TAN WCS at 0.396"/px), sources 100 px apart (no overlap)."""
+    from astropy.wcs import WCS
+
+    from celeste.images import Image
+    from celeste.priors import load_priors
+
+    H, W = shape
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [10.0, 0.0]
+    wcs.wcs.crpix = [W / 2, H / 2]
+    wcs.wcs.cdelt = [-0.396 / 3600, 0.396 / 3600]
+    rng = np.random.default_rng(0)
+    sky = np.full(shape, 0.7)
+    im = Image(band=2, counts=rng.poisson(940 * sky).astype(float), sky=sky, calibration=np.full(W, 0.005),
+               gain=4.7, mask=np.zeros(shape, bool), wcs=wcs, psf_at=None)
+    xs = 50.0 + 100.0 * np.arange(len(fluxes))
+    ra, dec = wcs.all_pix2world(xs, np.full(len(xs), H / 2), 0)
+    cat = Table(dict(ra=ra, dec=dec, objid=np.arange(len(xs), dtype=np.int64), flux_r=np.asarray(fluxes, float)))
+    psf = np.array([[1.0, 0.0, 0.0, 2.0, 0.0, 2.0]])
+    return [im], [psf], cat, load_priors()
+
+
+def test_non_finite_elbo_is_flagged_and_logged(caplog):
+    """A source whose ELBO overflows at its start is flagged 32 and logged; its neighbour is fitted."""
+    from celeste.catalog import FLAG_NUMERICAL, results_table
+    from celeste.infer import BoxModel
+
+    images, psfs, cat, priors = _tiny_box([1e300, 5.0])
+    model = BoxModel(images, psfs, cat, priors, InferOptions(max_passes=1, residual_rounds=0))
+    with caplog.at_level("WARNING", logger="celeste.infer"):
+        model.run()
+    res = model.source_results()
+    assert list(res["numerical"]) == [True, False]
+    assert "source 0" in caplog.text and "starting point" in caplog.text
+    assert np.isfinite(res["elbo"][1]) and res["converged"][1]
+    flags = np.asarray(results_table(res, cat["objid"], 0, 1)["flags"])
+    assert flags[0] & FLAG_NUMERICAL and not flags[1] & FLAG_NUMERICAL

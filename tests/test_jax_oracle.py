@@ -20,16 +20,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax.numpy as jnp  # noqa: E402
 
 from bench.jax_elbo import Q_SKIP_DEFAULT, compiled_parts  # noqa: E402
-from kernel_problems import make_problem, random_prior, random_theta  # noqa: E402
+from kernel_problems import random_params, random_prior, synthetic_problem  # noqa: E402
 from kernels import params as P  # noqa: E402
-from kernels.elbo import Q_SKIP, source_loglik  # noqa: E402
+from kernels.elbo import source_loglik  # noqa: E402
+from kernels.light import Q_SKIP  # noqa: E402
 from kernels.kl import source_kl  # noqa: E402
 from kernels.newton import source_elbo  # noqa: E402
 
 TOL = 1e-6
-BANDS = (0, 2, 4)
+BANDS = (0, 1, 2, 3, 4)  # every colour coefficient
 HALF = 8
-K_PSF = 3
+K_PSF = 4  # the pipeline's PSF_COMPONENTS
 K_PRIOR = 3
 
 
@@ -41,22 +42,20 @@ def _rel_err(a, b):
 
 
 def _problem(seed, k_used=K_PSF, neighbours=True):
-    """A make_problem case padded to K_PSF PSF components (zero weight, valid covariance)."""
+    """A synthetic_problem case padded to K_PSF PSF components (zero weight, valid covariance)."""
     rng = np.random.default_rng(seed)
-    pix, img, psf, proto = make_problem(rng, bands=BANDS, half=HALF, K=k_used, neighbours=neighbours)
+    prob = synthetic_problem(rng, bands=BANDS, half=HALF, K=k_used, neighbours=neighbours)
     if k_used < K_PSF:
+        psf = prob.psf
         pad = np.zeros((psf.shape[0], K_PSF - k_used, 6))
         pad[:, :, 3] = 1.0
         pad[:, :, 5] = 1.0
-        psf = np.ascontiguousarray(np.concatenate([psf, pad], axis=1))
-    pr = random_prior(rng, K=K_PRIOR)
-    args = (pr["prob_star"], pr["r_prior"], pr["c_weight"], pr["c_mean"], pr["c_prec"], pr["c_logdet"],
-            pr["shape_prior"])
-    return rng, (pix, img, psf, proto), args
+        prob = prob._replace(psf=np.ascontiguousarray(np.concatenate([psf, pad], axis=1)))
+    return rng, prob, random_prior(rng, K=K_PRIOR)
 
 
-def _jax(th, prob, args, q_skip=Q_SKIP_DEFAULT):
-    (ll, gll, Hll), (kl, gkl, Hkl) = compiled_parts()(jnp.asarray(th), *prob, *args, q_skip)
+def _jax(th, prob, prior, q_skip=Q_SKIP_DEFAULT):
+    (ll, gll, Hll), (kl, gkl, Hkl) = compiled_parts()(jnp.asarray(th), *prob, *prior, q_skip)
     return (float(ll), np.asarray(gll), np.asarray(Hll)), (float(kl), np.asarray(gkl), np.asarray(Hkl))
 
 
@@ -79,36 +78,36 @@ def test_cut_matches_kernel():
 @pytest.mark.parametrize("kind", ["star", "galaxy", "mixed"])
 def test_elbo_matches_jax(kind):
     """Value, gradient and Hessian of source_elbo against JAX's, for several random parameters."""
-    rng, prob, args = _problem({"star": 31, "galaxy": 32, "mixed": 33}[kind])
+    rng, prob, prior = _problem({"star": 31, "galaxy": 32, "mixed": 33}[kind])
     star = {"star": True, "galaxy": False, "mixed": None}[kind]
     for _ in range(3):
-        th = random_theta(rng, star=star)
+        th = random_params(rng, star=star)
         if kind == "galaxy":
             th[P.E_SCALE] = np.log(rng.uniform(0.5, 4.0))  # include galaxies large enough to skip components
         g = np.zeros(P.N_PARAMS)
         H = np.zeros((P.N_PARAMS, P.N_PARAMS))
-        v = source_elbo(th, *prob, *args, 2, g, H)
-        (ll, gll, Hll), (kl, gkl, Hkl) = _jax(th, prob, args)
+        v = source_elbo(th, prob, prior, 2, g, H)
+        (ll, gll, Hll), (kl, gkl, Hkl) = _jax(th, prob, prior)
         _check((v, g, H), (ll - kl, gll - gkl, Hll - Hkl))
 
 
 def test_loglik_and_kl_separately_match_jax():
     """The two halves of the ELBO on their own (a failure points at one kernel module), with
     padded PSF components, no neighbours and a colour prior component of weight zero."""
-    rng, prob, args = _problem(34, k_used=2, neighbours=False)
-    c_weight = args[2].copy()
+    rng, prob, prior = _problem(34, k_used=2, neighbours=False)
+    c_weight = prior.c_weight.copy()
     c_weight[1, 2] = 0.0
     c_weight[1] /= c_weight[1].sum()
-    args = args[:2] + (c_weight,) + args[3:]
-    th = random_theta(rng)
-    jll, jkl = _jax(th, prob, args)
+    prior = prior._replace(c_weight=c_weight)
+    th = random_params(rng)
+    jll, jkl = _jax(th, prob, prior)
     g = np.zeros(27)
     H = np.zeros((27, 27))
-    v = source_loglik(th, *prob, 2, g, H)
+    v = source_loglik(th, prob, 2, g, H)
     _check((v, g, H), jll)
     g = np.zeros(27)
     H = np.zeros((27, 27))
-    v = source_kl(th, *args, 2, g, H)
+    v = source_kl(th, prior, 2, g, H, 1.0)
     _check((v, g, H), jkl)
 
 
@@ -116,10 +115,11 @@ def test_component_cut_is_negligible():
     """The kernel's cut of galaxy components beyond 6 sigma changes the likelihood and its
     derivatives by < 1e-6 relative (JAX with and without the cut), so replicating the cut in
     the oracle hides nothing; and the cut does remove terms here (the test is not vacuous)."""
-    rng, prob, args = _problem(35, neighbours=False)
-    th = random_theta(rng, star=False)
+    rng, prob, prior = _problem(35, neighbours=False)
+    th = random_params(rng, star=False)
     th[P.E_SCALE] = np.log(0.6)
-    cut, _ = _jax(th, prob, args)
-    exact, _ = _jax(th, prob, args, q_skip=np.inf)
+    cut, _ = _jax(th, prob, prior)
+    exact, _ = _jax(th, prob, prior, q_skip=np.inf)
     assert cut[0] != exact[0]
     _check(cut, exact)
+
