@@ -258,7 +258,7 @@ def write_init(path, catalog_path, new):
     """An --init catalog: the previous catalog's estimates plus new detections.
 
     Columns ra, dec (deg), flux_<b> (nmgy), is_star_guess, a, b (arcsec), theta (deg):
-    what :func:`celeste.infer.init_theta` reads.  For the previous sources a is chosen so
+    what :func:`celeste.infer.init_params` reads.  For the previous sources a is chosen so
     that the optimizer's starting scale (1.2 a) equals the catalog's major-axis half-light
     radius, b = q a.  New sources get flux_r from the residual, other bands NaN (the
     optimizer then starts them with flat colours), is_star_guess 0.5 and their residual shape.
