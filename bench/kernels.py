@@ -20,7 +20,7 @@ Measured (one core; the numba kernels are serial, JAX is restricted to one threa
 (b) Newton iterations and wall time per source: :func:`kernels.newton.fit_source` (both
     type starts) on that problem, over several noise seeds, from a perturbed truth, with the
     pipeline's stopping rules (:class:`celeste.infer.InferOptions`).
-(c) The same ELBO in ``jax.numpy`` (``bench/jax_elbo.py``), value + ``jax.grad`` +
+(c) The same ELBO in ``jax.numpy`` (``celeste/jax_elbo.py``), value + ``jax.grad`` +
     ``jax.hessian`` under ``jax.jit``, per evaluation on the same problem; the ratio JAX / ours.
     JAX is optional (``pip install -e .[bench]``); without it the ratio prints as nan.
 (d) Median (and 95th percentile) seconds per source on a real-field sample: the catalog
@@ -280,7 +280,7 @@ def bench_jax(kind, prob, args, reps, block):
     try:
         import jax.numpy as jnp
 
-        from bench.jax_elbo import compiled, compiled_hessian
+        from celeste.jax_elbo import compiled, compiled_hessian
     except ImportError:
         return None
     th = jnp.asarray(truth_theta(kind))

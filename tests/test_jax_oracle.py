@@ -1,25 +1,20 @@
 """The numba ELBO's value, gradient and Hessian against an independent JAX implementation.
 
-``bench/jax_elbo.py`` writes the same objective from the model's equations with
+``celeste/jax_elbo.py`` writes the same objective from the model's equations with
 ``jax.numpy`` and lets JAX differentiate it; agreement to 1e-6 (scale-free: largest
 absolute difference over the largest absolute entry) checks every hand-coded derivative
 at once, without finite-difference noise (observed agreement: about 1e-15).  Skipped when
 JAX is not installed (``pip install -e .[bench]``).  All problems share one shape so that
 JAX compiles once (compilation dominates the run time).
 """
-import os
-import sys
-
 import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import jax.numpy as jnp  # noqa: E402
 
-from bench.jax_elbo import Q_SKIP_DEFAULT, compiled_parts  # noqa: E402
+from celeste.jax_elbo import Q_SKIP_DEFAULT, compiled_parts  # noqa: E402
 from kernel_problems import random_params, random_prior, synthetic_problem  # noqa: E402
 from kernels import params as P  # noqa: E402
 from kernels.elbo import source_loglik  # noqa: E402

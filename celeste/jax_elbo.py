@@ -3,8 +3,10 @@
 This is an independent implementation of the objective that :func:`kernels.newton.source_elbo`
 computes with hand-coded derivatives.  It is written from the model as the kernel modules'
 docstrings state it (:mod:`kernels.light`, :mod:`kernels.elbo`, :mod:`kernels.kl`,
-:mod:`kernels.params`; Regier et al., AoAS 2019, Sec. 2-3) and differentiated by JAX.  Used by ``tests/test_jax_oracle.py`` and ``bench/kernels.py`` (speed ratio).  JAX is an optional extra
-(``pip install -e .[bench]``); float64 is switched on at import.
+:mod:`kernels.params`; Regier et al., AoAS 2019, Sec. 2-3) and differentiated by JAX.  Used by
+``tests/test_jax_oracle.py`` and ``bench/kernels.py`` (speed ratio); it lives in the package so
+that both import it like any module.  JAX is an optional extra (``pip install -e .[bench]``)
+imported only by this module; float64 is switched on at import.
 """
 import functools
 import math
