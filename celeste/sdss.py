@@ -660,7 +660,9 @@ def read_fpm(path, shape=FRAME_SHAPE, planes=FPM_BAD_PLANES):
                     h = hdus[name]
                     if fits[h].get_nrows() == 0:
                         continue
-                    tab = fits[h].read(columns=["nspan", "row0", "col0", "s"])
+                    # variable-length spans as objects: a file whose TFORM gives the true maximum length (1PB(n), not
+                    # the 1PB(0) of SDSS's own files) would otherwise be read zero-padded to n bytes
+                    tab = fits[h].read(columns=["nspan", "row0", "col0", "s"], vstorage="object")
                     for obj in tab:
                         _paint_spans(mask, obj, path, h)
     except DataError:
