@@ -91,6 +91,37 @@ def residual_sigma(image, model):
     return np.where(image.mask, np.nan, r)
 
 
+def residuals_near(image, model, x, y, radius_px):
+    """(x - F) / sqrt(F) of the unmasked pixels within ``radius_px`` of any of the points (x, y).
+
+    Parameters
+    ----------
+    image : celeste.images.Image
+    model : ndarray (H, W)
+        Expected counts F (electrons), e.g. from :func:`render_model`.
+    x, y : array_like (n,)
+        Pixel positions (0-based column, row) in ``image``.
+    radius_px : float
+
+    Returns
+    -------
+    ndarray (m,) float64
+        One value per selected pixel (each pixel once, however many points it is near).
+    """
+    H, W = image.shape
+    sel = np.zeros((H, W), bool)
+    r = float(radius_px)
+    for xc, yc in zip(np.atleast_1d(x), np.atleast_1d(y)):
+        xa, xb = int(max(math.floor(xc - r), 0)), int(min(math.ceil(xc + r) + 1, W))
+        ya, yb = int(max(math.floor(yc - r), 0)), int(min(math.ceil(yc + r) + 1, H))
+        if xa >= xb or ya >= yb:
+            continue
+        yy, xx = np.mgrid[ya:yb, xa:xb]
+        sel[ya:yb, xa:xb] |= (xx - xc) ** 2 + (yy - yc) ** 2 <= r * r
+    res = residual_sigma(image, model)[sel]
+    return res[np.isfinite(res)]
+
+
 def residual_png(path, image, model, catalog, title=""):
     """Write a three-panel PNG (data, model, residual in sigma) with the catalog overlaid.
 

@@ -33,6 +33,18 @@ Metrics
   colour c = m_a - m_b = -2.5 log10(f_a / f_b) comes from the band flux sds by
   the delta method assuming independent band fluxes:
   sd(c) = (2.5 / ln 10) sqrt((sd_a / f_a)^2 + (sd_b / f_b)^2).
+  Position, from the catalog's ``ra_sd`` and ``dec_sd`` (arcsec, east and north):
+  ``position`` counts each coordinate separately (the z-scores
+  dE / ra_sd and dN / dec_sd of every matched source pooled; 0.683 and 0.954
+  expected), ``position_2d`` uses the 2-D chi^2 = (dE / ra_sd)^2 + (dN / dec_sd)^2
+  against the chi^2 (2 degrees of freedom) quantiles of the same probabilities,
+  2.2958 and 6.1801 (the posterior correlation of east and north is not in the
+  catalog and is taken as zero).
+
+Helpers for real fields without per-source truth: :func:`galaxies_near_bright`
+(catalog galaxies crowding around bright sources, against the region's density),
+:func:`pixel_box_region` and :func:`inside_pixel_box` (scoring inside a pixel box
+of a frame, as for the M2 core).
 """
 import argparse
 import json
@@ -52,7 +64,7 @@ COLOURS = (("u", "g"), ("g", "r"), ("r", "i"), ("i", "z"))
 
 #: catalog columns every adapter produces (float64 unless noted)
 CATALOG_COLUMNS = (
-    ["objid", "ra", "dec", "is_star"]
+    ["objid", "ra", "dec", "ra_sd", "dec_sd", "is_star"]
     + [f"flux_{b}" for b in BANDS]
     + [f"flux_{b}_sd" for b in BANDS]
     + [f"mag_{b}" for b in BANDS]
@@ -76,7 +88,12 @@ ERROR_METRICS = (
 """Error metrics in table order as (key, column header); headers name mean absolute errors."""
 
 #: calibration quantities in table order
-CALIBRATION_QUANTITIES = ("flux_r", "colour_ug", "colour_gr", "colour_ri", "colour_iz")
+CALIBRATION_QUANTITIES = ("flux_r", "colour_ug", "colour_gr", "colour_ri", "colour_iz", "position", "position_2d")
+
+#: chi^2 quantiles (2 degrees of freedom) of the probabilities 0.6827 and 0.9545 (1 and 2 sd of a normal):
+#: -2 ln(1 - p)
+CHI2_2DOF_1SD = -2.0 * math.log(1.0 - math.erf(1.0 / math.sqrt(2.0)))
+CHI2_2DOF_2SD = -2.0 * math.log(1.0 - math.erf(2.0 / math.sqrt(2.0)))
 
 _CLASSIFICATION = ("missed_stars", "missed_galaxies")
 
@@ -513,6 +530,28 @@ def _within(err, sd):
     return {"within_1sd": float(np.mean(z <= 1.0)), "within_2sd": float(np.mean(z <= 2.0)), "n": n}
 
 
+def _within_2d(de, dn, sd_e, sd_n):
+    """Fractions of 2-D chi^2 = (de/sd_e)^2 + (dn/sd_n)^2 within the 1- and 2-sd chi^2 (2 dof) quantiles."""
+    de, dn, sd_e, sd_n = (np.asarray(v, np.float64) for v in (de, dn, sd_e, sd_n))
+    ok = np.isfinite(de) & np.isfinite(dn) & np.isfinite(sd_e) & np.isfinite(sd_n) & (sd_e > 0) & (sd_n > 0)
+    n = int(ok.sum())
+    if n == 0:
+        return {"within_1sd": None, "within_2sd": None, "n": 0}
+    chi2 = (de[ok] / sd_e[ok]) ** 2 + (dn[ok] / sd_n[ok]) ** 2
+    return {"within_1sd": float(np.mean(chi2 <= CHI2_2DOF_1SD)), "within_2sd": float(np.mean(chi2 <= CHI2_2DOF_2SD)),
+            "n": n}
+
+
+def offsets_arcsec(cat, truth):
+    """(east, north) offsets catalog - truth in arcsec of paired rows (equal-length catalogs).
+
+    East is dRA cos(dec) (RA difference wrapped into [-180, 180) deg), north dDec.
+    """
+    dra = (np.asarray(cat["ra"], np.float64) - np.asarray(truth["ra"], np.float64) + 180.0) % 360.0 - 180.0
+    cosd = np.cos(np.radians(np.asarray(truth["dec"], np.float64)))
+    return dra * cosd * 3600.0, (np.asarray(cat["dec"], np.float64) - np.asarray(truth["dec"], np.float64)) * 3600.0
+
+
 def score(cat, truth, radius_arcsec=1.0, mag_window=None, mag_limit=22.0):
     """Score a catalog against truth.
 
@@ -592,6 +631,9 @@ def score(cat, truth, radius_arcsec=1.0, mag_window=None, mag_limit=22.0):
     calibration = {"flux_r": _within(C["flux_r"] - T["flux_r"], C["flux_r_sd"])}
     for a, b in COLOURS:
         calibration[f"colour_{a}{b}"] = _within(_colour(C, a, b) - _colour(T, a, b), _colour_sd(C, a, b))
+    de, dn = offsets_arcsec(C, T)
+    calibration["position"] = _within(np.concatenate([de, dn]), np.concatenate([C["ra_sd"], C["dec_sd"]]))
+    calibration["position_2d"] = _within_2d(de, dn, C["ra_sd"], C["dec_sd"])
 
     return {
         "radius_arcsec": float(radius_arcsec),
@@ -607,6 +649,99 @@ def score(cat, truth, radius_arcsec=1.0, mag_window=None, mag_limit=22.0):
         "errors": errors,
         "calibration": calibration,
     }
+
+
+# ------------------------------------------------------------ real-field helpers
+def _region_xy_arcsec(ra, dec, region):
+    """Flat-sky (x east, y north) arcsec from the region's (ra_min, dec_min) corner; cos(dec) at its middle."""
+    cosd = math.cos(math.radians(0.5 * (region[2] + region[3])))
+    x = ((np.asarray(ra, np.float64) - region[0] + 180.0) % 360.0 - 180.0) * cosd * 3600.0
+    y = (np.asarray(dec, np.float64) - region[2]) * 3600.0
+    return x, y, (region[1] - region[0]) * cosd * 3600.0, (region[3] - region[2]) * 3600.0
+
+
+def galaxies_near_bright(cat, region, bright_mag=16.5, radius_arcsec=15.0):
+    """Catalog galaxies around bright sources against the number the region's galaxy density predicts.
+
+    Bright sources are catalog rows with r mag < ``bright_mag`` whose ``radius_arcsec`` disc
+    lies inside ``region``; around each, the catalog galaxies (is_star < 0.5, any magnitude,
+    itself excluded) within ``radius_arcsec`` are counted.  Expected: the density of catalog
+    galaxies over the region times pi radius^2.  A catalog that shreds bright sources or fits
+    their wings with galaxies has a ratio well above 1 (clustering of real galaxies around
+    bright galaxies adds a little).  ``ratio_background`` uses instead the density of galaxies
+    farther than 2 ``radius_arcsec`` from every bright source (r < ``bright_mag``) in the
+    region, over that part of its area (what the sky holds away from bright sources).
+
+    Parameters
+    ----------
+    cat : catalog (see :func:`as_catalog`)
+    region : (ra_min, ra_max, dec_min, dec_max), degrees (flat-sky approximation; no RA wrap)
+    bright_mag, radius_arcsec : float
+
+    Returns
+    -------
+    dict
+        ``n_bright``, ``mean_near`` (galaxies per bright source), ``expected``, ``ratio``,
+        ``density_per_arcmin2``, ``expected_background``, ``ratio_background`` (None when
+        undefined), ``counts`` (per bright source).
+    """
+    cat = as_catalog(cat, "catalog")
+    x, y, width, height = _region_xy_arcsec(cat["ra"], cat["dec"], region)
+    inside = (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
+    bright = inside & (cat["mag_r"] < bright_mag)
+    r = float(radius_arcsec)
+    centred = bright & (x >= r) & (x <= width - r) & (y >= r) & (y <= height - r)
+    gal = inside & (cat["is_star"] < 0.5) & np.isfinite(x) & np.isfinite(y)
+    gx, gy = x[gal], y[gal]
+    gidx = np.flatnonzero(gal)
+    counts = []
+    for k in np.flatnonzero(centred):
+        d = np.hypot(gx - x[k], gy - y[k])
+        counts.append(int(np.sum((d <= r) & (gidx != k))))
+    area = width * height
+    density = gal.sum() / area if area > 0 else float("nan")
+    expected = density * math.pi * r * r
+    mean_near = float(np.mean(counts)) if counts else None
+    # background: galaxies and area farther than 2 r from every bright source
+    bx, by = x[bright], y[bright]
+    far = np.ones(len(gx), bool)
+    for cx, cy in zip(bx, by):
+        far &= np.hypot(gx - cx, gy - cy) > 2 * r
+    step = max(min(width, height) / 400.0, 1.0)
+    ux, uy = np.meshgrid(np.arange(0.5 * step, width, step), np.arange(0.5 * step, height, step))
+    keep = np.ones(ux.shape, bool)
+    for cx, cy in zip(bx, by):
+        keep &= np.hypot(ux - cx, uy - cy) > 2 * r
+    bg_area = keep.mean() * area
+    bg_density = far.sum() / bg_area if bg_area > 0 else float("nan")
+    expected_bg = bg_density * math.pi * r * r
+    return {
+        "n_bright": len(counts),
+        "mean_near": mean_near,
+        "expected": float(expected),
+        "ratio": None if mean_near is None or not expected > 0 else mean_near / expected,
+        "density_per_arcmin2": float(density * 3600.0),
+        "expected_background": float(expected_bg),
+        "ratio_background": None if mean_near is None or not expected_bg > 0 else mean_near / expected_bg,
+        "counts": counts,
+    }
+
+
+def pixel_box_region(wcs, box):
+    """(ra_min, ra_max, dec_min, dec_max) spanned by the outer pixel edges of ``box`` = (x0, x1, y0, y1) inclusive."""
+    x0, x1, y0, y1 = box
+    xs = np.array([x0 - 0.5, x1 + 0.5, x0 - 0.5, x1 + 0.5])
+    ys = np.array([y0 - 0.5, y0 - 0.5, y1 + 0.5, y1 + 0.5])
+    ra, dec = wcs.all_pix2world(xs, ys, 0)
+    return (float(ra.min()), float(ra.max()), float(dec.min()), float(dec.max()))
+
+
+def inside_pixel_box(cat, wcs, box, edge_px=0.0):
+    """Rows of ``cat`` whose position maps (through ``wcs``) at least ``edge_px`` inside ``box`` (x0, x1, y0, y1)."""
+    x, y = wcs.all_world2pix(np.asarray(cat["ra"], float), np.asarray(cat["dec"], float), 0)
+    x0, x1, y0, y1 = box
+    e = edge_px
+    return (x >= x0 + e) & (x <= x1 - e) & (y >= y0 + e) & (y <= y1 - e)
 
 
 # ------------------------------------------------------------------------ output

@@ -12,8 +12,11 @@ from celeste.score import (
     angle_error_deg,
     as_catalog,
     format_table,
+    galaxies_near_bright,
+    inside_pixel_box,
     main,
     match,
+    pixel_box_region,
     score,
     truth_from_hsc_m2,
     truth_from_stripe82,
@@ -250,3 +253,84 @@ def test_cli_writes_json(tmp_path, capsys):
     rc = main([str(tmp_path / "cat.fits"), str(tmp_path / "missing.fits")])
     assert rc == 2
     assert "missing.fits" in capsys.readouterr().err
+
+
+def test_position_coverage_per_coordinate_and_by_2d_chi2():
+    t = make_truth(n=100)
+    c = copy(t)
+    c["ra_sd"] = np.full(100, 0.1)
+    c["dec_sd"] = np.full(100, 0.1)
+    # east offsets of 0.5, 1.5 and 3 sd for 30, 40, 30 sources; north exact
+    k = np.concatenate([np.full(30, 0.5), np.full(40, 1.5), np.full(30, 3.0)])
+    c["ra"] = t["ra"] + k * 0.1 / 3600.0 / np.cos(np.radians(t["dec"]))
+    cal = score(c, t, mag_limit=30)["calibration"]
+    # per coordinate: all 100 north z-scores are 0, east as above
+    assert cal["position"]["within_1sd"] == pytest.approx(130 / 200)
+    assert cal["position"]["within_2sd"] == pytest.approx(170 / 200)
+    assert cal["position"]["n"] == 200
+    # 2-D: chi^2 = z_east^2 = 0.25, 2.25, 9 against 2.2958 and 6.1801
+    assert cal["position_2d"]["within_1sd"] == pytest.approx(0.7)
+    assert cal["position_2d"]["within_2sd"] == pytest.approx(0.7)
+    # a catalog without sds has no position coverage
+    assert score(copy(t), t, mag_limit=30)["calibration"]["position"]["n"] == 0
+
+
+def test_chi2_quantiles_match_one_and_two_sigma():
+    from scipy.stats import chi2, norm
+
+    from celeste.score import CHI2_2DOF_1SD, CHI2_2DOF_2SD
+
+    assert chi2.cdf(CHI2_2DOF_1SD, 2) == pytest.approx(norm.cdf(1) - norm.cdf(-1), rel=1e-12)
+    assert chi2.cdf(CHI2_2DOF_2SD, 2) == pytest.approx(norm.cdf(2) - norm.cdf(-2), rel=1e-12)
+
+
+def test_galaxies_near_bright_counts_against_the_density():
+    """A 10" grid of galaxies, 4 bright stars at cell centres, each with 3 extra galaxies within 15"."""
+    region = (10.0, 10.1, 0.0, 0.1)
+    step = 10.0 / 3600.0
+    g = np.arange(step / 2, 0.1, step)
+    gx, gy = np.meshgrid(g, g)
+    ra, dec = list(10.0 + gx.ravel()), list(gy.ravel())
+    star = []
+    for cx, cy in ((12, 12), (12, 22), (22, 12), (22, 22)):
+        sr, sd = 10.0 + (cx + 1) * step, (cy + 1) * step  # cell corners: 7.07" from the nearest grid galaxies
+        star.append((sr, sd))
+        for ang in (0.0, 2.0, 4.0):
+            ra.append(sr + 3.0 / 3600 * np.cos(ang))
+            dec.append(sd + 3.0 / 3600 * np.sin(ang))
+    n_gal = len(ra)
+    ra += [s[0] for s in star]
+    dec += [s[1] for s in star]
+    cat = {"ra": np.array(ra), "dec": np.array(dec), "is_star": np.r_[np.zeros(n_gal), np.ones(4)],
+           "flux_r": np.r_[np.ones(n_gal), np.full(4, 10 ** ((22.5 - 14.0) / 2.5))]}
+    out = galaxies_near_bright(cat, region, bright_mag=16.5, radius_arcsec=15.0)
+    cosd = np.cos(np.radians(0.05))
+    area = (0.1 * 3600) ** 2 * cosd
+    d = np.hypot((gx.ravel() - (12 + 1) * step) * cosd, gy.ravel() - (12 + 1) * step) * 3600
+    on_grid = int(np.sum(d <= 15.0))
+    assert out["n_bright"] == 4 and out["counts"] == [on_grid + 3] * 4
+    assert out["expected"] == pytest.approx(n_gal / area * np.pi * 225, rel=1e-6)
+    assert out["ratio"] == pytest.approx((on_grid + 3) / out["expected"], rel=1e-9)
+    # away from the bright stars the density is the grid's, one galaxy per 100 arcsec^2
+    assert out["expected_background"] == pytest.approx(np.pi * 225 / 100 / cosd, rel=0.03)
+    # a bright source whose 15" disc leaves the region is not counted
+    cat2 = {k: np.r_[v, v[-1:]] for k, v in cat.items()}
+    cat2["ra"][-1], cat2["dec"][-1] = 10.001, 0.05
+    assert galaxies_near_bright(cat2, region)["n_bright"] == 4
+
+
+def test_pixel_box_region_round_trips_the_box():
+    from astropy.wcs import WCS
+
+    from celeste.sdss import read_frame_header
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    hdr = read_frame_header(os.path.join(root, "data", "sdss", "2583", "2", "136", "frame-r-002583-2-0136.fits.bz2"))
+    wcs = WCS(hdr)
+    box = (310, 409, 630, 729)
+    region = pixel_box_region(wcs, box)
+    x, y = wcs.all_world2pix([region[0], region[1]], [region[2], region[3]], 0)
+    assert sorted(x) == pytest.approx([309.5, 409.5], abs=0.6)
+    assert sorted(y) == pytest.approx([629.5, 729.5], abs=0.6)
+    ra, dec = wcs.all_pix2world([360.0, 312.0, 360.0], [680.0, 680.0, 726.0], 0)
+    assert inside_pixel_box({"ra": ra, "dec": dec}, wcs, box, 5.0).tolist() == [True, False, False]
