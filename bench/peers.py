@@ -11,7 +11,9 @@ Two peers, each returning a catalog dict in the project's columns (see
     deblending 32 / 0.005, cleaning on (SExtractor defaults).  The per-pixel noise is
     Poisson in electrons plus read/dark noise (:func:`celeste.detect.nmgy_image`).
     Positions are windowed centroids (``sep.winpos``, SExtractor XWIN_IMAGE) with
-    sigma = 2 r50 / 2.355 as SExtractor uses.  Fluxes in every band are Kron ("AUTO")
+    sigma = 2 r50 / 2.355 as SExtractor uses; their sds (``ra_sd``, ``dec_sd``, arcsec) are
+    SEP's isophotal barycentre errors (ERRX2, ERRY2, ERRXY) mapped to the sky through the WCS
+    (winpos gives none; SExtractor's windowed errors are of the same order).  Fluxes in every band are Kron ("AUTO")
     fluxes: the r ellipse is carried to each band's frame through the two WCSs, the Kron
     radius is measured in that band (PHOT_AUTOPARAMS 2.5, 3.5), and the flux error is
     SEP's from the per-pixel variance (this gives SEP's own flux sd).
@@ -34,7 +36,7 @@ Two peers, each returning a catalog dict in the project's columns (see
     the PSF's FWHM, 7 x 7 fit boxes, neighbours closer than 2.5 FWHM fitted together,
     three iterations.  Colours: forced PSF photometry in u, g, i, z at the r positions
     (mapped through the WCSs, positions held fixed).  Every source is called a star
-    (the method models stars only).
+    (the method models stars only).  Position sds from the fit's ``x_err``, ``y_err``.
 
 Command line: ``python bench/peers.py --data-dir DIR --field RUN CAMCOL FIELD --out
 PREFIX`` writes PREFIX-sep.fits and PREFIX-photutils.fits.
@@ -54,7 +56,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from celeste import BANDS  # noqa: E402
-from celeste.detect import nmgy_image, pixel_to_sky_shape, sky_to_pixel_shape  # noqa: E402
+from celeste.detect import local_jacobian, nmgy_image, pixel_to_sky_shape, sky_to_pixel_shape  # noqa: E402
 from celeste.errors import ConfigError, DataError  # noqa: E402
 from celeste.score import CATALOG_COLUMNS, flux_to_mag  # noqa: E402
 from celeste.sdss import ARCSEC_PER_PX, load_field  # noqa: E402
@@ -176,6 +178,17 @@ def _kron_in_band(sep, band, ra, dec, a_as, b_as, pa_deg):
     return flux, err
 
 
+def _sky_sd(wcs, x, y, var_x, var_y, cov_xy):
+    """East and north sds (arcsec) from pixel position (co)variances (px^2): sqrt(diag(J C J^T))."""
+    J = local_jacobian(wcs, x, y)
+    C = np.zeros((len(J), 2, 2))
+    C[:, 0, 0], C[:, 1, 1] = var_x, var_y
+    C[:, 0, 1] = C[:, 1, 0] = cov_xy
+    S = J @ C @ np.transpose(J, (0, 2, 1))
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(S[:, 0, 0]), np.sqrt(S[:, 1, 1])
+
+
 def run_sep(bands):
     """SEP catalog (detection on r, Kron fluxes in ugriz, star/galaxy and shapes) in the project's columns.
 
@@ -230,6 +243,7 @@ def run_sep(bands):
     a_as, b_as, pa = pixel_to_sky_shape(im.wcs, x, y, a, b, th)
     a_as, b_as, pa = np.asarray(a_as, float), np.asarray(b_as, float), np.asarray(pa, float)
     cat["ra"], cat["dec"] = np.asarray(ra, float), np.asarray(dec, float)
+    cat["ra_sd"], cat["dec_sd"] = _sky_sd(im.wcs, x, y, obj["errx2"], obj["erry2"], obj["errxy"])
     for k, band in enumerate(bands):
         f, fe = _kron_in_band(sep, band, cat["ra"], cat["dec"], a_as, b_as, pa)
         cat[f"flux_{BANDS[k]}"] = f
@@ -305,12 +319,16 @@ def run_photutils(bands, colours=True):
     y = np.asarray(res["y_fit"], float)
     f = np.asarray(res["flux_fit"], float)
     fe = np.asarray(res["flux_err"], float) if "flux_err" in res.colnames else np.full(len(f), np.nan)
+    xe = np.asarray(res["x_err"], float) if "x_err" in res.colnames else np.full(len(f), np.nan)
+    ye = np.asarray(res["y_err"], float) if "y_err" in res.colnames else np.full(len(f), np.nan)
     ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(f) & (x > -0.5) & (x < W - 0.5) & (y > -0.5) & (y < H - 0.5)
-    x, y, f, fe = x[ok], y[ok], f[ok], fe[ok]
+    x, y, f, fe, xe, ye = x[ok], y[ok], f[ok], fe[ok], xe[ok], ye[ok]
     n = len(x)
     cat = _empty(n)
     ra, dec = im.wcs.all_pix2world(x, y, 0)
     cat["ra"], cat["dec"] = np.asarray(ra, float), np.asarray(dec, float)
+    if n:
+        cat["ra_sd"], cat["dec_sd"] = _sky_sd(im.wcs, x, y, xe ** 2, ye ** 2, np.zeros(n))
     cat["is_star"] = np.ones(n)
     cat["flux_r"], cat["flux_r_sd"] = f, fe
     if colours and n:
