@@ -49,9 +49,9 @@ Parts (``--only``, comma-separated; default all)
         the project: SEP's detections on the frame that SEP calls stars (:func:`bench.peers.run_sep`)
         with Kron r < 17, at least 25" inside the region.  F is rendered from the catalog
         (:func:`celeste.plot.render_model`: every catalog source within 40" of a chosen star,
-        each with the PSF mixture the pipeline fits (``celeste.pipeline._fit_psf``) to the
-        psField at the centre of its 128 px cell, and the pipeline's refined sky,
-        :func:`celeste.pipeline.refine_sky`).
+        each with the PSF mixture the pipeline fits (:func:`celeste.images.psf_mixture`, the
+        default ``--psf-components``) to the psField at the centre of its 128 px cell, and the
+        pipeline's refined sky, :func:`celeste.images.refine_sky`).
 
 ``m2`` -- the 100 x 100 pixel box of the r frame of 2583-2-136 at columns 310-409, rows
     630-729 (the box StarNet, PCAT and DAOPHOT were compared on).  Truth: tests/data/hsc_m2_ngc7089.csv,
@@ -359,9 +359,11 @@ def score_tool(cat, truth):
 
 # ------------------------------------------------------------- real field
 def _psf_cells(image, xs, ys):
-    """PSF mixture per 128 px cell, fitted by the pipeline's own fitter; returns the cell key of each (x, y)."""
-    from celeste.pipeline import _fit_psf
+    """PSF mixture per 128 px cell, fitted as the pipeline fits them; returns the cell key of each (x, y)."""
+    from celeste.images import psf_mixture
+    from celeste.options import ImageOptions
 
+    n_components = ImageOptions().psf_components
     mixes = {}
     keys = []
     H, W = image.shape
@@ -370,7 +372,7 @@ def _psf_cells(image, xs, ys):
         if key not in mixes:
             cx = min((key[0] + 0.5) * PSF_CELL_PX, W - 1)
             cy = min((key[1] + 0.5) * PSF_CELL_PX, H - 1)
-            mixes[key] = _fit_psf(image.psf_at(cx, cy), f"{image.path} (band {BANDS[image.band]})").as_array()
+            mixes[key] = psf_mixture(image, cx, cy, n_components).as_array()
         keys.append(key)
     return mixes, keys
 
@@ -427,7 +429,8 @@ def residual_near_stars(catalog_path, stars, region):
     """
     from astropy.table import Table
 
-    from celeste.pipeline import refine_sky
+    from celeste.images import refine_sky
+    from celeste.options import ImageOptions
     from celeste.plot import residuals_near
     from celeste.score import angular_separation_arcsec
     from celeste.sdss import load_field
@@ -441,8 +444,10 @@ def residual_near_stars(catalog_path, stars, region):
         near |= angular_separation_arcsec(ra, dec, sr, sd) <= RESID_RENDER_ARCSEC
     cat = cat[near]
     out = {}
+    img_opts = ImageOptions()
     for im in load_field(REAL_DATA, *REAL_FIELD, box=_real_cutout_box(region)):
-        refine_sky(im)
+        if img_opts.sky_refine:
+            refine_sky(im, img_opts.sky_mesh_px)
         F = render_per_cell(im, cat)
         sx, sy = im.wcs.all_world2pix(np.asarray(stars["ra"], float), np.asarray(stars["dec"], float), 0)
         res = residuals_near(im, F, sx, sy, RESID_RADIUS_ARCSEC / ARCSEC_PER_PX)
@@ -460,7 +465,7 @@ def real_part(run_dir, threads, extra):
     log(f"real: {excess['n_bright']} sources r < {BRIGHT_MAG}; {_f(excess['mean_near'], 2)} galaxies within "
         f"{NEAR_ARCSEC:g}\" against {_f(excess['expected'], 2)} expected")
     peers = bench_module("peers")
-    sep = peers.run_sep(peers.load_bands(REAL_DATA, *REAL_FIELD))
+    sep = peers.run_sep(peers.load_bands(REAL_DATA, *REAL_FIELD, box=_real_cutout_box(region)))
     cosd = math.cos(math.radians(0.5 * (region[2] + region[3])))
     m = RESID_EDGE_ARCSEC / 3600.0
     inner = (region[0] + m / cosd, region[1] - m / cosd, region[2] + m, region[3] - m)

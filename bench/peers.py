@@ -56,10 +56,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from celeste import BANDS  # noqa: E402
-from celeste.detect import local_jacobian, nmgy_image, pixel_to_sky_shape, sky_to_pixel_shape  # noqa: E402
+from celeste.detect import nmgy_image, pixel_to_sky_shape, sky_to_pixel_shape  # noqa: E402
 from celeste.errors import ConfigError, DataError  # noqa: E402
 from celeste.score import CATALOG_COLUMNS, flux_to_mag  # noqa: E402
 from celeste.sdss import ARCSEC_PER_PX, load_field  # noqa: E402
+from celeste.tangent import pixel_to_sky_jacobian  # noqa: E402
 
 #: SExtractor-default extraction settings used for the SEP peer
 SEP_THRESH = 1.5
@@ -180,7 +181,7 @@ def _kron_in_band(sep, band, ra, dec, a_as, b_as, pa_deg):
 
 def _sky_sd(wcs, x, y, var_x, var_y, cov_xy):
     """East and north sds (arcsec) from pixel position (co)variances (px^2): sqrt(diag(J C J^T))."""
-    J = local_jacobian(wcs, x, y)
+    J = pixel_to_sky_jacobian(wcs, x, y)
     C = np.zeros((len(J), 2, 2))
     C[:, 0, 0], C[:, 1, 1] = var_x, var_y
     C[:, 0, 1] = C[:, 1, 0] = cov_xy

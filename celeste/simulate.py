@@ -123,10 +123,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import BANDS
-from .detect import local_jacobian
 from .errors import ConfigError, DataError
-from .sdss import interpolate_sky, read_psfield
-from .score import ARCSEC_PER_PX, flux_to_mag, truth_from_stripe82, write_catalog
+from .score import flux_to_mag, truth_from_stripe82, write_catalog
+from .sdss import ARCSEC_PER_PX, interpolate_sky, read_psfield
+from .tangent import pixel_to_sky_jacobian
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CATALOG = os.path.join(ROOT, "tests", "data", "stripe82_coadd_94_1_12.fits")
@@ -1233,7 +1233,7 @@ def simulate_field(out_dir, spec, catalog=DEFAULT_CATALOG, psfield=DEFAULT_PSFIE
             cal = np.interp(np.linspace(0, len(cal_real) - 1, w), np.arange(len(cal_real)), cal_real)
         allsky, xi, yi = sky_grid((h, w), tpl["sky_dn"][b])
         xb, yb = wcs_b[b].all_world2pix(truth["ra"], truth["dec"], 0) if n else (x, y)
-        jac = local_jacobian(wcs_b[b], xb, yb) if n else np.zeros((0, 2, 2))
+        jac = pixel_to_sky_jacobian(wcs_b[b], xb, yb) if n else np.zeros((0, 2, 2))
         sky_meta[b] = (cal, allsky, xi, yi)
         gain, dark = float(pf["GAIN"][bi]), float(pf["DARK_VARIANCE"][bi])
         sky_sd = sky_sd_nmgy(tpl, b, cal)

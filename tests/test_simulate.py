@@ -14,10 +14,10 @@ import pytest
 
 from celeste import BANDS
 from celeste import simulate as S
-from celeste.detect import local_jacobian
 from celeste.errors import ConfigError
 from celeste.score import ARCSEC_PER_PX
 from celeste.sdss import load_field, read_fpm, read_psfield
+from celeste.tangent import pixel_to_sky_jacobian
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIM = os.path.join(ROOT, "tests", "data", "sim")
@@ -82,7 +82,7 @@ def _one_source_task(**kw):
     nan = np.array([np.nan])
     task = dict(band=2, shape=(121, 121), x=np.array([x]), y=np.array([y]), flux=np.array([500.0]),
                 is_star=np.array([1.0]), bulge_frac=nan, n_bulge=nan, n_disk=nan, r_bulge=nan, r_disk=nan, q=nan,
-                angle=nan, jac=local_jacobian(wcs, [x], [y]), psfield=S.DEFAULT_PSFIELD,
+                angle=nan, jac=pixel_to_sky_jacobian(wcs, [x], [y]), psfield=S.DEFAULT_PSFIELD,
                 calibration=np.full(121, 0.0054), sky_dn=np.full((121, 121), 150.0), gain=4.6, dark_variance=1.0,
                 wing=None, sky_sd=0.03, saturation_level=None, seed=3)
     task.update(kw)
@@ -284,7 +284,7 @@ def test_bright_galaxy_half_light_radius_matches_truth():
                             bulge_frac=src["bulge_frac"][:, 2], flux=src["flux"][:, 2])
     tpl = S.read_template()
     wcs = S.band_wcs(tpl["header"]["r"], "r", (601, 601), (336.6, -0.9))
-    J = local_jacobian(wcs, [300.2], [299.6])[0]
+    J = pixel_to_sky_jacobian(wcs, [300.2], [299.6])[0]
     task["jac"] = J[None]
     model, _, _ = S.render_band(task)
     yy, xx = np.mgrid[:601, :601]
