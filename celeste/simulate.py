@@ -81,15 +81,16 @@ PSF_P0, PSF_BETA, PSF_SIGMAP; Stoughton et al. 2002, AJ 123, 485, Sec. 4.4) is, 
 and its power-law term is a Moffat profile with index beta/2 and scale radius sP sqrt(beta).
 The simulator adds that power law, with the amplitude of the template photoField's fit relative
 to the model's total (:func:`wing_parameters`; a band whose fit is degenerate, PSF_P0 < 1e-4,
-takes the median of the other bands' parameters), from the radius r_in where the psField stamp's
-azimuthal mean falls below it (10-12 px for the shipped psField; :func:`wing_start_radius`; the stamp is tapered to zero over
-r_in +- 2 px, :func:`stamp_taper`, since beyond r_in it holds only its reconstruction's noise) out
-to R_w: where the wing's surface brightness falls to ``WING_EPS`` = 0.01 of the sky noise per
-pixel, at most ``WING_MAX_PX`` = 300 px (sources whose wing never reaches that level get none).
-The source's flux is conserved: the core carries (1 - f_w) of it, the wing f_w, the wing's
-share between r_in and R_w -- about 2-3% of an r = 12 star's flux in u, g, r, z and 6% in i,
-whose photoField slope is shallow (beta = 2.3); ``python bench/simulate.py --wing-table`` prints
-the figures.  For galaxies the wing is the galaxy's core image convolved with the wing ring
+takes the median of the other bands' parameters), from the radius r_in where the psField
+stamp's azimuthal mean falls below it (10-12 px for the shipped psField;
+:func:`wing_start_radius`; the stamp is tapered to zero over r_in +- 2 px, :func:`stamp_taper`,
+since beyond r_in it holds only its reconstruction's noise) out to R_w: where the wing's
+surface brightness falls to ``WING_EPS`` = 0.01 of the sky noise per pixel, at most
+``WING_MAX_PX`` = 300 px (sources whose wing never reaches that level get none).  The source's
+flux is conserved: the core carries (1 - f_w) of it, the wing f_w, the wing's share between
+r_in and R_w -- 1.5-2.6% of an r = 12 star's flux in u, g, r, z and 6% in i, whose photoField
+slope is shallow (beta = 2.3); ``python bench/simulate.py --wing-table`` prints the figures.
+For galaxies the wing is the galaxy's core image convolved with the wing ring
 (the extra convolution by the PSF core is negligible at these radii).  The inference reads only
 the psField: the wing is model mismatch, as on the sky.
 
