@@ -1145,6 +1145,105 @@ def _write_photofield(path, template, run, camcol, field):
 
 
 # ---------------------------------------------------------------------- driver
+def _truth_columns(src, ra, dec):
+    """The truth catalog's columns (see :func:`simulate_field`) from :func:`make_sources`' output."""
+    n = len(src["x"])
+    truth = {"objid": np.arange(1, n + 1), "ra": np.asarray(ra, np.float64), "dec": np.asarray(dec, np.float64),
+             "is_star": src["is_star"]}
+    for bi, b in enumerate(BANDS):
+        truth[f"flux_{b}"] = src["flux"][:, bi]
+        truth[f"flux_{b}_sd"] = np.zeros(n)
+        truth[f"mag_{b}"] = flux_to_mag(src["flux"][:, bi])
+    truth["gal_frac_dev"] = src["bulge_frac"][:, BANDS.index("r")]
+    truth["gal_axis_ratio"] = src["q"]
+    truth["gal_angle_deg"] = src["angle"]
+    truth["gal_radius_arcsec"] = src["radius"]
+    truth["x"], truth["y"] = src["x"], src["y"]
+    truth["kind"] = src["kind"].astype(np.float64)
+    truth["sersic_n_bulge"] = src["n_bulge"]
+    truth["sersic_n_disk"] = src["n_disk"]
+    return truth
+
+
+def _band_tasks(spec, tpl, wcs_b, src, truth, wings, psf_path):
+    """One :func:`render_band` task per band, and per band (calibration, sky grid, xi, yi)."""
+    h, w = (int(spec.shape[0]), int(spec.shape[1]))
+    n = len(src["x"])
+    x, y = src["x"], src["y"]
+    pf = tpl["photofield_row"][0]
+    tasks, sky_meta = [], {}
+    x0 = max((2048 - w) // 2, 0)  # calibration vectors cut from the middle of the template frame's
+    for bi, b in enumerate(BANDS):
+        cal_real = tpl["calibration"][b]
+        if w <= len(cal_real):
+            cal = cal_real[x0:x0 + w]
+        else:
+            cal = np.interp(np.linspace(0, len(cal_real) - 1, w), np.arange(len(cal_real)), cal_real)
+        allsky, xi, yi = sky_grid((h, w), tpl["sky_dn"][b])
+        xb, yb = wcs_b[b].all_world2pix(truth["ra"], truth["dec"], 0) if n else (x, y)
+        jac = pixel_to_sky_jacobian(wcs_b[b], xb, yb) if n else np.zeros((0, 2, 2))
+        sky_meta[b] = (cal, allsky, xi, yi)
+        gain, dark = float(pf["GAIN"][bi]), float(pf["DARK_VARIANCE"][bi])
+        sky_sd = sky_sd_nmgy(tpl, b, cal)
+        tasks.append({
+            "band": bi, "shape": (h, w), "x": np.asarray(xb), "y": np.asarray(yb), "flux": src["flux"][:, bi],
+            "is_star": src["is_star"], "bulge_frac": src["bulge_frac"][:, bi], "n_bulge": src["n_bulge"],
+            "n_disk": src["n_disk"], "r_bulge": src["r_bulge"], "r_disk": src["r_disk"], "q": src["q"],
+            "angle": src["angle"], "jac": jac, "psfield": os.path.abspath(psf_path), "calibration": cal,
+            "sky_dn": interpolate_sky(allsky, xi, yi), "gain": gain, "dark_variance": dark,
+            "wing": wings[bi], "sky_sd": sky_sd,
+            "saturation_level": float(pf["SATURATION_LEVEL"][bi]) if spec.saturation else None,
+            "seed": int(np.random.SeedSequence([int(spec.seed), bi]).generate_state(1)[0]),
+        })
+    return tasks, sky_meta
+
+
+def _write_field_files(out_dir, field_dir, spec, tpl, sky_meta, results, compress):
+    """Write the rendered frames, fpM masks and the camcol's photoField row; returns the frame paths."""
+    h, w = (int(spec.shape[0]), int(spec.shape[1]))
+    run, camcol, fld = int(spec.run), int(spec.camcol), int(spec.field)
+    tag = f"{run:06d}-{camcol}-{fld:04d}"
+    crpix = ((w + 1) / 2.0, (h + 1) / 2.0)
+    frames = []
+    for bi, b in enumerate(BANDS):
+        cal, allsky, xi, yi = sky_meta[b]
+        hdr = _frame_header(tpl["header"][b], b, run, camcol, fld, crpix, spec.center_radec, float(np.mean(cal)),
+                            spec.seed)
+        astrom = tpl["astrom"][b].copy()
+        for col, val in (("RUN", run), ("CAMCOL", camcol), ("FIELD", fld)):
+            if col in astrom.dtype.names:
+                astrom[col] = val
+        path = os.path.join(field_dir, f"frame-{b}-{tag}.fits" + (".bz2" if compress else ""))
+        _write_frame(path, results[bi][1], hdr, cal, allsky, xi, yi, astrom, compress)
+        frames.append(path)
+        satur = results[bi][2]
+        if satur.any() and SATUR_GROW_PX > 0:
+            from scipy import ndimage
+
+            satur = ndimage.binary_dilation(satur, iterations=SATUR_GROW_PX)
+        _write_fpm(os.path.join(field_dir, f"fpM-{run:06d}-{b}{camcol}-{fld:04d}.fits"), tpl["fpm_header"],
+                   tpl["fpm_types"], run, camcol, fld, (h, w), satur)
+    _write_photofield(os.path.join(out_dir, str(run), str(camcol), f"photoField-{run:06d}-{camcol}.fits"),
+                      tpl, run, camcol, fld)
+    return frames
+
+
+def _saturated_cluster_sizes(sat_r, x, y):
+    """Per source at r pixel (x, y): the size (pixels) of the saturated r region it lies in; 0 outside any."""
+    n = len(x)
+    h, w = sat_r.shape
+    out = np.zeros(n)
+    if sat_r.any() and n:
+        ix = np.clip(np.round(x).astype(int), 0, w - 1)
+        iy = np.clip(np.round(y).astype(int), 0, h - 1)
+        from scipy import ndimage
+
+        lab, _ = ndimage.label(sat_r, structure=np.ones((3, 3), int))
+        sizes = np.bincount(lab.ravel())
+        out = np.where(lab[iy, ix] > 0, sizes[lab[iy, ix]], 0).astype(np.float64)
+    return out
+
+
 def simulate_field(out_dir, spec, catalog=DEFAULT_CATALOG, psfield=DEFAULT_PSFIELD, template_dir=DEFAULT_TEMPLATE,
                    compress=True, processes=None):
     """Render one simulated SDSS field and its truth catalog.
@@ -1206,48 +1305,11 @@ def simulate_field(out_dir, spec, catalog=DEFAULT_CATALOG, psfield=DEFAULT_PSFIE
     n = len(src["x"])
     x, y = src["x"], src["y"]
     ra, dec = wcs_b["r"].all_pix2world(x, y, 0) if n else (np.zeros(0), np.zeros(0))
-    truth = {"objid": np.arange(1, n + 1), "ra": np.asarray(ra, np.float64), "dec": np.asarray(dec, np.float64),
-             "is_star": src["is_star"]}
-    for bi, b in enumerate(BANDS):
-        truth[f"flux_{b}"] = src["flux"][:, bi]
-        truth[f"flux_{b}_sd"] = np.zeros(n)
-        truth[f"mag_{b}"] = flux_to_mag(src["flux"][:, bi])
+    truth = _truth_columns(src, ra, dec)
     r_i = BANDS.index("r")
-    truth["gal_frac_dev"] = src["bulge_frac"][:, r_i]
-    truth["gal_axis_ratio"] = src["q"]
-    truth["gal_angle_deg"] = src["angle"]
-    truth["gal_radius_arcsec"] = src["radius"]
-    truth["x"], truth["y"] = x, y
-    truth["kind"] = src["kind"].astype(np.float64)
-    truth["sersic_n_bulge"] = src["n_bulge"]
-    truth["sersic_n_disk"] = src["n_disk"]
-
     pf = tpl["photofield_row"][0]
     wings = wing_parameters(pf, psf_path, (0.5 * (w - 1), 0.5 * (h - 1))) if spec.psf_wings else [None] * len(BANDS)
-    tasks, sky_meta = [], {}
-    x0 = max((2048 - w) // 2, 0)  # calibration vectors cut from the middle of the template frame's
-    for bi, b in enumerate(BANDS):
-        cal_real = tpl["calibration"][b]
-        if w <= len(cal_real):
-            cal = cal_real[x0:x0 + w]
-        else:
-            cal = np.interp(np.linspace(0, len(cal_real) - 1, w), np.arange(len(cal_real)), cal_real)
-        allsky, xi, yi = sky_grid((h, w), tpl["sky_dn"][b])
-        xb, yb = wcs_b[b].all_world2pix(truth["ra"], truth["dec"], 0) if n else (x, y)
-        jac = pixel_to_sky_jacobian(wcs_b[b], xb, yb) if n else np.zeros((0, 2, 2))
-        sky_meta[b] = (cal, allsky, xi, yi)
-        gain, dark = float(pf["GAIN"][bi]), float(pf["DARK_VARIANCE"][bi])
-        sky_sd = sky_sd_nmgy(tpl, b, cal)
-        tasks.append({
-            "band": bi, "shape": (h, w), "x": np.asarray(xb), "y": np.asarray(yb), "flux": src["flux"][:, bi],
-            "is_star": src["is_star"], "bulge_frac": src["bulge_frac"][:, bi], "n_bulge": src["n_bulge"],
-            "n_disk": src["n_disk"], "r_bulge": src["r_bulge"], "r_disk": src["r_disk"], "q": src["q"],
-            "angle": src["angle"], "jac": jac, "psfield": os.path.abspath(psf_path), "calibration": cal,
-            "sky_dn": interpolate_sky(allsky, xi, yi), "gain": gain, "dark_variance": dark,
-            "wing": wings[bi], "sky_sd": sky_sd,
-            "saturation_level": float(pf["SATURATION_LEVEL"][bi]) if spec.saturation else None,
-            "seed": int(np.random.SeedSequence([int(spec.seed), bi]).generate_state(1)[0]),
-        })
+    tasks, sky_meta = _band_tasks(spec, tpl, wcs_b, src, truth, wings, psf_path)
     if processes is None:
         processes = 1 if h * w < 1_000_000 else 2
     if processes > 1:
@@ -1256,38 +1318,8 @@ def simulate_field(out_dir, spec, catalog=DEFAULT_CATALOG, psfield=DEFAULT_PSFIE
     else:
         results = [render_band(t) for t in tasks]
 
-    crpix = ((w + 1) / 2.0, (h + 1) / 2.0)
-    frames = []
-    for bi, b in enumerate(BANDS):
-        cal, allsky, xi, yi = sky_meta[b]
-        hdr = _frame_header(tpl["header"][b], b, run, camcol, fld, crpix, spec.center_radec, float(np.mean(cal)),
-                            spec.seed)
-        astrom = tpl["astrom"][b].copy()
-        for col, val in (("RUN", run), ("CAMCOL", camcol), ("FIELD", fld)):
-            if col in astrom.dtype.names:
-                astrom[col] = val
-        path = os.path.join(field_dir, f"frame-{b}-{tag}.fits" + (".bz2" if compress else ""))
-        _write_frame(path, results[bi][1], hdr, cal, allsky, xi, yi, astrom, compress)
-        frames.append(path)
-        satur = results[bi][2]
-        if satur.any() and SATUR_GROW_PX > 0:
-            from scipy import ndimage
-
-            satur = ndimage.binary_dilation(satur, iterations=SATUR_GROW_PX)
-        _write_fpm(os.path.join(field_dir, f"fpM-{run:06d}-{b}{camcol}-{fld:04d}.fits"), tpl["fpm_header"],
-                   tpl["fpm_types"], run, camcol, fld, (h, w), satur)
-    _write_photofield(os.path.join(out_dir, str(run), str(camcol), f"photoField-{run:06d}-{camcol}.fits"),
-                      tpl, run, camcol, fld)
-    sat_r = results[r_i][2]
-    truth["n_saturated_r"] = np.zeros(n)
-    if sat_r.any() and n:
-        ix = np.clip(np.round(x).astype(int), 0, w - 1)
-        iy = np.clip(np.round(y).astype(int), 0, h - 1)
-        from scipy import ndimage
-
-        lab, _ = ndimage.label(sat_r, structure=np.ones((3, 3), int))
-        sizes = np.bincount(lab.ravel())
-        truth["n_saturated_r"] = np.where(lab[iy, ix] > 0, sizes[lab[iy, ix]], 0).astype(np.float64)
+    frames = _write_field_files(out_dir, field_dir, spec, tpl, sky_meta, results, compress)
+    truth["n_saturated_r"] = _saturated_cluster_sizes(results[r_i][2], x, y)
     write_catalog(os.path.join(field_dir, "truth.fits"), truth)
     info = {"spec": spec.to_json(), "code": code_hash(), "n_sources": int(n),
             "n_by_kind": {KIND_NAMES[k]: int(np.sum(src["kind"] == k)) for k in KIND_NAMES},
